@@ -1,0 +1,89 @@
+"""Evaluate a trained detector (mmdet) or segmentor (mmseg) from mmlinattn.
+
+Examples::
+
+    python tools/test.py configs/maskrcnn_ravlt_t_demo.py work_dirs/maskrcnn_ravlt_t_demo/iter_300.pth
+    python tools/test.py CONFIG CKPT --show-dir vis   # also save drawn predictions
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+import mmlinattn  # noqa: E402,F401
+from mmlinattn.utils.run_config import (UserInputError, check_datasets, load_config,  # noqa: E402
+                                        task_of)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file (ours, or converted with '
+                        'tools/convert_checkpoint.py)')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--out', help='dump raw predictions to this .pkl file')
+    parser.add_argument('--show-dir', help='save drawn predictions under work_dir/<time>/SHOW_DIR')
+    parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args):
+    cfg = load_config(args.config, args.cfg_options)
+    task = task_of(cfg)
+    if not osp.isfile(args.checkpoint):
+        raise UserInputError(f'checkpoint {args.checkpoint!r} does not exist; train one with '
+                             f'tools/train.py {args.config} or convert one with '
+                             'tools/convert_checkpoint.py')
+    check_datasets(cfg, ['test_dataloader'])
+    cfg.launcher = args.launcher
+    cfg.load_from = args.checkpoint
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
+        cfg.test_cfg.fp16 = True
+    if args.show_dir:
+        hook = cfg.default_hooks.visualization
+        if task == 'mmdet':
+            hook.draw, hook.test_out_dir = True, args.show_dir
+        else:
+            hook.draw, hook.interval = True, 1
+            cfg.visualizer.setdefault('save_dir', cfg.work_dir)
+            cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise UserInputError('--out must end with .pkl')
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) \
+            else list(cfg.test_evaluator)
+        cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = build_cfg(args)
+    except UserInputError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    print({k: round(float(v), 4) for k, v in metrics.items()})
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

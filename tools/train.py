@@ -1,0 +1,89 @@
+"""Train a detector (mmdet) or a segmentor (mmseg) whose backbone comes from mmlinattn.
+
+The config's ``default_scope`` decides which codebase runs it. Examples::
+
+    python tools/train.py configs/maskrcnn_ravlt_t_demo.py
+    python tools/train.py configs/upernet_ravlt_t_demo.py --amp --work-dir work_dirs/seg
+    python tools/train.py CONFIG --resume            # continue from the latest checkpoint in work_dir
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
+
+from mmengine.config import DictAction  # noqa: E402
+
+import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
+from mmlinattn.utils.run_config import (UserInputError, check_datasets, load_config,  # noqa: E402
+                                        task_of)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file, e.g. configs/maskrcnn_ravlt_s_coco.py')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the actual total batch size')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None,
+                        help='resume from the latest checkpoint in work_dir, or from the given file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=100')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args):
+    cfg = load_config(args.config, args.cfg_options)
+    task_of(cfg)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'OptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        elif wrapper != 'AmpOptimWrapper':
+            raise UserInputError(f'--amp needs optim_wrapper.type OptimWrapper, not {wrapper!r}')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise UserInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise UserInputError(f'--resume: checkpoint {args.resume!r} does not exist')
+        cfg.resume, cfg.load_from = True, args.resume
+    needed = ['train_dataloader']
+    if cfg.get('val_cfg') is not None:
+        needed.append('val_dataloader')
+    check_datasets(cfg, needed)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = build_cfg(args)
+    except UserInputError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
