@@ -50,7 +50,9 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$PY" -c "import mmlinat
 fi
 
 start=$(date +%s)
-pip() { "$PY" -m pip --disable-pip-version-check "$@"; }
+# The machine's pip config lists local indexes that lack most packages; pip warns once per package
+# ("Location ... is ignored"). Those lines are noise, everything else is shown.
+pip() { "$PY" -m pip --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither' >&2); }
 C=(-c constraints.txt)
 
 log "installing torch 2.13.0 (CPU), build tools"
