@@ -1,0 +1,48 @@
+"""Backbones live in the MMEngine root registry: mmdet and mmseg both build them by bare name."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+BACKBONES = ['RAVLT']
+
+
+def test_registered_in_root_only_once():
+    import mmlinattn  # noqa: F401
+    from mmengine.registry import MODELS
+    for name in BACKBONES:
+        assert name in MODELS.module_dict, name
+        assert MODELS.get(name).__module__.startswith('mmlinattn.models.backbones')
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', BACKBONES)
+def test_build_by_bare_name_from_child_registry(scope, name):
+    import mmlinattn  # noqa: F401
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(scope):
+        # The child registry must not shadow our name with a class of its own.
+        assert name not in MODELS.module_dict
+        model = MODELS.build(dict(type=name, arch='t', out_indices=(1, 3))).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 64, 96))
+    assert [tuple(o.shape[2:]) for o in outs] == [(8, 12), (2, 3)]
+
+
+def test_custom_imports_register_in_a_fresh_process(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)\n"
+                   "model = dict(type='RAVLT', arch='t')\n")
+    code = ('from mmengine.config import Config\n'
+            'from mmdet.registry import MODELS\n'
+            f'cfg = Config.fromfile({str(cfg)!r})\n'
+            'm = MODELS.build(cfg.model)\n'
+            'print(type(m).__module__, type(m).__name__)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ['mmlinattn.models.backbones.ravlt', 'RAVLT']
