@@ -16,9 +16,12 @@ import json
 import os
 import os.path as osp
 import sys
+import warnings
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# setuptools<81 is pinned on purpose (install.md); its deprecation notice is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, ROOT)
 
 import mmlinattn  # noqa: E402,F401

@@ -9,7 +9,10 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
+# setuptools<81 is pinned on purpose (install.md); its deprecation notice is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402

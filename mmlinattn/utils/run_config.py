@@ -14,11 +14,11 @@ __all__ = ['UserInputError', 'load_config', 'task_of', 'check_datasets']
 
 #: which command creates the data a config points at, keyed by a substring of the data root.
 _DATA_HINTS = (
-    ('demo', 'python tools/make_demo_data.py'),
-    ('coco', 'download COCO 2017 into data/coco (see README "Datasets") or pass '
+    ('demo', 'create it with: python tools/make_demo_data.py'),
+    ('coco', 'put COCO 2017 in data/coco/ (see README "Datasets") or point the config at it with '
              '--cfg-options train_dataloader.dataset.data_root=/path/to/coco/'),
-    ('ade', 'download ADEChallengeData2016 into data/ade (see README "Datasets") or pass '
-            '--cfg-options train_dataloader.dataset.data_root=/path/to/ADEChallengeData2016/'),
+    ('ade', 'put ADEChallengeData2016 in data/ade/ (see README "Datasets") or point the config at '
+            'it with --cfg-options train_dataloader.dataset.data_root=/path/to/ADEChallengeData2016/'),
 )
 
 

@@ -1,0 +1,460 @@
+"""RAVLT: the Rank-Augmented Vision Linear Transformer backbone for dense prediction.
+
+Paper: "Breaking the Low-Rank Dilemma of Linear Attention", Qihang Fan, Huaibo Huang, Ran He,
+CVPR 2025 (arXiv 2411.07635). Official code: https://github.com/qhfan/RALA.
+
+Clean-room re-implementation for mmdet 3.x / mmseg 1.x from the specification; official weights
+load through :mod:`mmlinattn.converters.rala`. The attention maths is in :mod:`mmlinattn.ops.rala`.
+
+Structure (all tensors channels-first ``(B, C, H, W)``)::
+
+    stem (4 conv3x3+BN, stride 4) -> stage 0 -> stage 1 -> stage 2 -> stage 3
+    stage i: [downsample conv3x3/2 + BN if i > 0] -> blocks -> (output i through out_norms[i])
+    block:   x = x + cpe(x)
+             x = x + drop_path(layer_scale1 * attn(norm1(x)))
+             x = x + drop_path(layer_scale2 * ffn(norm2(x)))
+"""
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import ConvModule
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...ops.rala import rank_augmented_linear_attention, rope_softmax_attention
+from ...ops.rope import rope_sin_cos
+from ..layers import LayerNorm2d
+
+__all__ = ['RAVLT']
+
+ATTENTION_OPS = {
+    'linear': rank_augmented_linear_attention,
+    'softmax': rope_softmax_attention,
+}
+
+
+class GatedRoPEAttention(nn.Module):
+    """Multi-head attention with a fused q/k/v/gate projection, RoPE, LePE and an output gate.
+
+    ``y = proj(gate * (merge_heads(attention(q, k, v)) + lepe(v)))`` where ``q, k, v, gate`` are the
+    four chunks of one 1x1 conv (``gate`` has no activation: it is the paper's output-feature rank
+    augmentation) and ``lepe`` is a 5x5 depth-wise conv on ``v``.
+
+    Args:
+        embed_dims (int): channels C.
+        num_heads (int): heads h; ``C / h`` must be divisible by 4 (2-D RoPE).
+        attn_type (str): ``'linear'`` (rank-augmented linear attention, O(N)) or ``'softmax'``
+            (global softmax attention, O(N^2)).
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, attn_type: str = 'linear'):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dims // num_heads
+        self.attn_type = attn_type
+        self.attn_op = ATTENTION_OPS[attn_type]
+        self.qkvg = nn.Conv2d(embed_dims, 4 * embed_dims, 1)
+        self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, padding=2, groups=embed_dims)
+        self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+
+    def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, C, H, W)``; sin, cos: ``(H * W, head_dim)``. Returns ``(B, C, H, W)``."""
+        batch, channels, height, width = x.shape
+        q, k, v, gate = self.qkvg(x).chunk(4, dim=1)
+        lepe = self.lepe(v)
+        # channel = head * head_dim + dim  ->  (B, heads, N, head_dim)
+        q, k, v = (t.reshape(batch, self.num_heads, self.head_dim, height * width).transpose(-1, -2)
+                   for t in (q, k, v))
+        out = self.attn_op(q, k, v, sin, cos)
+        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+        return self.proj((out + lepe) * gate)
+
+    def extra_repr(self) -> str:
+        return f'attn_type={self.attn_type!r}, num_heads={self.num_heads}'
+
+
+class ConvFFN(nn.Module):
+    """1x1 conv -> GELU -> (+ depth-wise 3x3 conv, residual) -> 1x1 conv.
+
+    Args:
+        embed_dims (int): input/output channels C.
+        hidden_dims (int): hidden channels.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(embed_dims, hidden_dims, 1)
+        self.act = nn.GELU()
+        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
+        self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.fc1(x))
+        return self.fc2(x + self.dwconv(x))
+
+
+class RAVLTBlock(nn.Module):
+    """Conditional position encoding, then pre-norm attention and pre-norm FFN with layer scale.
+
+    Args:
+        embed_dims (int): channels C.
+        num_heads (int): attention heads.
+        attn_type (str): ``'linear'`` or ``'softmax'``, see :class:`GatedRoPEAttention`.
+        mlp_ratio (float): FFN hidden channels are ``int(mlp_ratio * C)``.
+        drop_path_rate (float): stochastic depth probability of this block.
+        layer_scale_init_value (float): initial value of both layer-scale vectors.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, attn_type: str, mlp_ratio: float,
+                 drop_path_rate: float, layer_scale_init_value: float):
+        super().__init__()
+        self.layer_scale_init_value = layer_scale_init_value
+        self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.norm1 = LayerNorm2d(embed_dims, eps=1e-6)
+        self.attn = GatedRoPEAttention(embed_dims, num_heads, attn_type)
+        self.norm2 = LayerNorm2d(embed_dims, eps=1e-6)
+        self.ffn = ConvFFN(embed_dims, int(mlp_ratio * embed_dims))
+        # (1, C, 1, 1) like the official weights, so they keep their shape (and weight decay).
+        self.layer_scale1 = nn.Parameter(torch.full((1, embed_dims, 1, 1), layer_scale_init_value))
+        self.layer_scale2 = nn.Parameter(torch.full((1, embed_dims, 1, 1), layer_scale_init_value))
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        x = x + self.cpe(x)
+        x = x + self.drop_path(self.layer_scale1 * self.attn(self.norm1(x), sin, cos))
+        return x + self.drop_path(self.layer_scale2 * self.ffn(self.norm2(x)))
+
+
+class RAVLTStage(nn.Module):
+    """An optional stride-2 downsampler followed by blocks sharing one RoPE table.
+
+    The RoPE tables are rebuilt from the current ``(H, W)`` on every forward (cheap, and any input
+    size works); they are not stored in the state dict.
+
+    Args:
+        in_channels (int | None): channels entering the stage; ``None`` for the first stage (no
+            downsampler).
+        embed_dims (int): channels C of the stage.
+        depth (int): number of blocks.
+        num_heads (int): attention heads.
+        attn_type (str): ``'linear'`` or ``'softmax'``.
+        mlp_ratio (float): FFN expansion.
+        drop_path_rates (Sequence[float]): one rate per block.
+        layer_scale_init_value (float): initial layer-scale value.
+        norm_cfg (dict): norm of the downsampler.
+        with_cp (bool): gradient checkpointing per block.
+    """
+
+    def __init__(self, in_channels: Optional[int], embed_dims: int, depth: int, num_heads: int,
+                 attn_type: str, mlp_ratio: float, drop_path_rates: Sequence[float],
+                 layer_scale_init_value: float, norm_cfg: Dict, with_cp: bool = False):
+        super().__init__()
+        self.head_dim = embed_dims // num_heads
+        self.with_cp = with_cp
+        if in_channels is None:
+            self.downsample = None
+        else:
+            self.downsample = ConvModule(in_channels, embed_dims, 3, stride=2, padding=1, bias=True,
+                                         norm_cfg=norm_cfg, act_cfg=None)
+        self.blocks = nn.ModuleList(
+            RAVLTBlock(embed_dims, num_heads, attn_type, mlp_ratio, drop_path_rates[j],
+                       layer_scale_init_value) for j in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        height, width = x.shape[-2:]
+        table_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        sin, cos = rope_sin_cos(height, width, self.head_dim, device=x.device, dtype=table_dtype)
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
+            else:
+                x = block(x, sin, cos)
+        return x
+
+
+def _stem(in_channels: int, embed_dims: int, norm_cfg: Dict) -> nn.Sequential:
+    """Four conv3x3 + norm layers (strides 2, 1, 1, 2), GELU after all but the last."""
+    mid = embed_dims // 2
+    gelu = dict(type='GELU')
+    return nn.Sequential(
+        ConvModule(in_channels, mid, 3, stride=2, padding=1, bias=True, norm_cfg=norm_cfg,
+                   act_cfg=gelu),
+        ConvModule(mid, mid, 3, padding=1, bias=True, norm_cfg=norm_cfg, act_cfg=gelu),
+        ConvModule(mid, mid, 3, padding=1, bias=True, norm_cfg=norm_cfg, act_cfg=gelu),
+        ConvModule(mid, embed_dims, 3, stride=2, padding=1, bias=True, norm_cfg=norm_cfg,
+                   act_cfg=None))
+
+
+@MODELS.register_module()
+class RAVLT(BaseModule):
+    """RAVLT backbone (rank-augmented linear attention + RoPE softmax attention).
+
+    A 4-stage pyramid (strides 4, 8, 16, 32). Stages 0-1 use rank-augmented linear attention
+    (O(N)); stages 2-3 use global softmax attention (O(N^2), via
+    :func:`torch.nn.functional.scaled_dot_product_attention`), as in the official models.
+
+    Every output passes through its own channel-wise LayerNorm (``out_norms``, the official
+    detection backbone's ``extra_norms``). Official ImageNet and mmdet-2.x / mmseg-0.x checkpoints
+    load through ``init_cfg=dict(type='Pretrained', checkpoint=...)``; see
+    :mod:`mmlinattn.converters.rala`.
+
+    Args:
+        arch (str | dict): ``'t'``, ``'s'``, ``'b'``, ``'l'`` (or ``'tiny'``, ``'small'``,
+            ``'base'``, ``'large'``), or a custom dict with the keys:
+
+            - **embed_dims** (list[int]): channels of the 4 stages.
+            - **depths** (list[int]): blocks per stage.
+            - **num_heads** (list[int]): heads per stage; ``embed_dims[i] / num_heads[i]`` must
+              be divisible by 4.
+            - **mlp_ratios** (list[float], optional): FFN expansion. Defaults to 3.5 everywhere.
+            - **layer_scale_init_values** (list[float], optional): initial layer scale per stage.
+              Defaults to 1.0 everywhere.
+            - **drop_path_rate** (float, optional): default for ``drop_path_rate``. Defaults to 0.1.
+
+            Defaults to ``'t'``.
+        in_channels (int): input image channels. Defaults to 3.
+        out_indices (Sequence[int]): stages whose outputs are returned. Defaults to
+            ``(0, 1, 2, 3)``.
+        attn_types (Sequence[str]): attention per stage, ``'linear'`` or ``'softmax'``. Defaults to
+            ``('linear', 'linear', 'softmax', 'softmax')`` (what the official weights were trained
+            with). ``'linear'`` in stages 2-3 makes them O(N) in time and memory, which matters at
+            very high resolution (at 1333x800, stage 2 already has ~4k tokens and a 4k x 4k map per
+            head); the parameters are identical so the same weights load, but the function differs
+            from the one they were trained for, so expect lower accuracy until fine-tuned.
+        drop_path_rate (float, optional): stochastic depth, increasing linearly over all blocks
+            from 0 to this value. ``None`` uses the variant's official rate (t 0.1, s 0.15, b 0.4,
+            l 0.55). Defaults to None.
+        norm_cfg (dict): norm of the stem and downsamplers. The official detection and
+            segmentation models use ``dict(type='SyncBN')``. Defaults to ``dict(type='BN')``.
+        frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``
+            (parameters and BN statistics). The output norms stay trainable: they are not in
+            ImageNet checkpoints. ``-1`` freezes nothing. Defaults to -1.
+        norm_eval (bool): keep every BN layer (including SyncBN) in eval mode during training.
+            The official code meant to do this but its check misses SyncBN, so the official
+            fine-tuning effectively ran with ``False``. Defaults to False.
+        with_cp (bool): gradient checkpointing per block (less memory, slower). Defaults to False.
+        init_cfg (dict | list[dict], optional): ``None`` initialises from scratch (truncated
+            normal convs, std 0.02). ``dict(type='Pretrained', checkpoint=PATH)`` loads an official
+            RALA ImageNet or mmdet-2.x / mmseg-0.x file, or a file converted by
+            ``tools/convert_checkpoint.py``, and logs matched / missing / unexpected counts.
+            Defaults to None.
+
+    Examples:
+        >>> import torch
+        >>> from mmlinattn.models import RAVLT
+        >>> model = RAVLT(arch='t').eval()
+        >>> with torch.no_grad():
+        ...     outs = model(torch.rand(1, 3, 224, 160))
+        >>> for out in outs:
+        ...     print(tuple(out.shape))
+        (1, 64, 56, 40)
+        (1, 128, 28, 20)
+        (1, 256, 14, 10)
+        (1, 512, 7, 5)
+    """
+
+    # yapf: disable
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': [64, 128, 256, 512], 'depths': [2, 2, 6, 2], 'num_heads': [1, 2, 4, 8],
+            'layer_scale_init_values': [1.0, 1.0, 1.0, 1.0], 'drop_path_rate': 0.1}),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': [64, 128, 320, 512], 'depths': [3, 5, 9, 3], 'num_heads': [1, 2, 5, 8],
+            'layer_scale_init_values': [1.0, 1.0, 1.0, 1.0], 'drop_path_rate': 0.15}),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': [96, 192, 384, 512], 'depths': [4, 6, 12, 6], 'num_heads': [1, 2, 6, 8],
+            'layer_scale_init_values': [1.0, 1.0, 1e-6, 1e-6], 'drop_path_rate': 0.4}),
+        **dict.fromkeys(['l', 'large'], {
+            'embed_dims': [96, 192, 448, 640], 'depths': [4, 7, 19, 8], 'num_heads': [1, 2, 7, 10],
+            'layer_scale_init_values': [1e-6, 1e-6, 1e-6, 1e-6], 'drop_path_rate': 0.55}),
+    }
+    # yapf: enable
+    required_arch_keys = ('embed_dims', 'depths', 'num_heads')
+    arch_defaults = {'mlp_ratios': [3.5] * 4, 'layer_scale_init_values': [1.0] * 4,
+                     'drop_path_rate': 0.1}
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 't',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 attn_types: Sequence[str] = ('linear', 'linear', 'softmax', 'softmax'),
+                 drop_path_rate: Optional[float] = None,
+                 norm_cfg: Dict = dict(type='BN'),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self.parse_arch(arch)
+        embed_dims = self.arch['embed_dims']
+        depths = self.arch['depths']
+        self.embed_dims = embed_dims
+        self.out_indices = self._check_out_indices(out_indices)
+        self.attn_types = self._check_attn_types(attn_types)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(
+                f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        if drop_path_rate is None:
+            drop_path_rate = self.arch['drop_path_rate']
+        self.drop_path_rate = drop_path_rate
+
+        with warnings.catch_warnings():
+            # ConvModule warns about conv bias before BN; the official weights have both.
+            warnings.filterwarnings('ignore', message='Unnecessary conv bias')
+            self.stem = _stem(in_channels, embed_dims[0], norm_cfg)
+            rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+            self.stages = nn.ModuleList()
+            for i in range(self.num_stages):
+                first = sum(depths[:i])
+                self.stages.append(RAVLTStage(
+                    in_channels=embed_dims[i - 1] if i > 0 else None,
+                    embed_dims=embed_dims[i],
+                    depth=depths[i],
+                    num_heads=self.arch['num_heads'][i],
+                    attn_type=self.attn_types[i],
+                    mlp_ratio=self.arch['mlp_ratios'][i],
+                    drop_path_rates=rates[first:first + depths[i]],
+                    layer_scale_init_value=self.arch['layer_scale_init_values'][i],
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp))
+        self.out_norms = nn.ModuleDict(
+            {str(i): LayerNorm2d(embed_dims[i], eps=1e-6) for i in self.out_indices})
+        self._freeze_stages()
+
+    @classmethod
+    def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
+        """Resolve a variant name or validate a custom arch dict.
+
+        Returns:
+            dict: all arch keys (defaults filled in), lists copied.
+
+        Raises:
+            ValueError: unknown name, missing/unknown keys, wrong lengths, bad head sizes.
+        """
+        if isinstance(arch, str):
+            name = arch.lower()
+            if name not in cls.arch_zoo:
+                raise ValueError(f'arch {arch!r} unknown; choose one of {sorted(cls.arch_zoo)} '
+                                 f'or pass a dict with keys {list(cls.required_arch_keys)}')
+            arch = cls.arch_zoo[name]
+        elif not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = [k for k in cls.required_arch_keys if k not in arch]
+        if missing:
+            raise ValueError(f'custom arch is missing {missing}; it needs the keys '
+                             f'{list(cls.required_arch_keys)} '
+                             f'(optional: {list(cls.arch_defaults)})')
+        unknown = sorted(set(arch) - set(cls.required_arch_keys) - set(cls.arch_defaults))
+        if unknown:
+            raise ValueError(f'custom arch has unknown keys {unknown}; allowed keys are '
+                             f'{list(cls.required_arch_keys) + list(cls.arch_defaults)}')
+        parsed = {**cls.arch_defaults, **arch}
+        for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'layer_scale_init_values'):
+            value = parsed[key]
+            if not isinstance(value, (list, tuple)) or len(value) != cls.num_stages:
+                raise ValueError(f'arch[{key!r}] must list {cls.num_stages} values (one per '
+                                 f'stage), got {value!r}')
+            parsed[key] = list(value)
+        for i, (dims, heads, depth) in enumerate(
+                zip(parsed['embed_dims'], parsed['num_heads'], parsed['depths'])):
+            if depth < 1 or heads < 1 or dims < 1:
+                raise ValueError(f'stage {i}: embed_dims, depths and num_heads must be positive, '
+                                 f'got {dims}, {depth}, {heads}')
+            if dims % heads:
+                raise ValueError(f'stage {i}: embed_dims {dims} is not divisible by num_heads '
+                                 f'{heads}')
+            if (dims // heads) % 4:
+                raise ValueError(f'stage {i}: head_dim = {dims} / {heads} = {dims // heads} must '
+                                 'be divisible by 4 (2-D RoPE rotates channel pairs along two '
+                                 'axes)')
+        return parsed
+
+    def _check_out_indices(self, out_indices: Sequence[int]) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        normalised = []
+        for index in out_indices:
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(f'out_indices must be in [0, {self.num_stages - 1}], got {index}')
+            normalised.append(index % self.num_stages)
+        return tuple(sorted(set(normalised)))
+
+    def _check_attn_types(self, attn_types: Sequence[str]) -> Tuple[str, ...]:
+        attn_types = tuple(attn_types)
+        if len(attn_types) != self.num_stages or any(t not in ATTENTION_OPS for t in attn_types):
+            raise ValueError(f'attn_types must give one of {sorted(ATTENTION_OPS)} for each of the '
+                             f'{self.num_stages} stages, got {attn_types!r}')
+        return attn_types
+
+    def _freeze_stages(self) -> None:
+        frozen = ([self.stem] if self.frozen_stages >= 0 else []) + \
+            list(self.stages[:max(self.frozen_stages, 0)])
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RAVLT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):  # BN and SyncBN alike
+                    module.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialise from scratch or from ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+        Pretrained files go through :func:`mmlinattn.converters.load_pretrained`, which accepts
+        official RALA checkpoints as well as converted ones; keys the file does not provide (e.g.
+        ``out_norms`` from an ImageNet file) keep the from-scratch initialisation.
+        """
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from ...converters import load_pretrained
+            self._init_from_scratch()
+            load_pretrained(self, init_cfg['checkpoint'], family='rala',
+                            prefix=init_cfg.get('prefix'))
+            self._is_init = True
+        elif init_cfg is None:
+            self._init_from_scratch()
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _init_from_scratch(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, RAVLTBlock):
+                nn.init.constant_(module.layer_scale1, module.layer_scale_init_value)
+                nn.init.constant_(module.layer_scale2, module.layer_scale_init_value)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x: ``(B, in_channels, H, W)``. Returns one ``(B, C_i, H_i, W_i)`` map per out index,
+        ``H_i = ceil(H / 2 ** (i + 2))``."""
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(self.out_norms[str(i)](x))
+        return tuple(outs)

@@ -1,0 +1,8 @@
+"""Pure tensor functions (no module state). Each op has a fast version and a ``*_reference`` twin."""
+from .rala import (rank_augmented_linear_attention, rank_augmented_linear_attention_reference,
+                   rope_softmax_attention, rope_softmax_attention_reference)
+from .rope import apply_rope, apply_rope_reference, rope_frequencies, rope_sin_cos
+
+__all__ = ['rank_augmented_linear_attention', 'rank_augmented_linear_attention_reference',
+           'rope_softmax_attention', 'rope_softmax_attention_reference', 'apply_rope',
+           'apply_rope_reference', 'rope_frequencies', 'rope_sin_cos']
