@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-BACKBONES = ['RAVLT']
+BACKBONES = ['RAVLT', 'SOFT']
 
 
 def test_registered_in_root_only_once():

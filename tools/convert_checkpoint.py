@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 
 from mmlinattn.converters import (CONVERTER_VERSION, CheckpointError,  # noqa: E402
+                                  checkpoint_arch,
                                   convert_state_dict, load_checkpoint_file, registered_families,
                                   save_checkpoint, unwrap_state_dict)
 from mmlinattn.converters.common import FAMILY_KEY_HINTS  # noqa: E402
@@ -46,7 +47,8 @@ def convert(args) -> None:
         raise CheckpointError('DST is the source file; the source is never modified')
     checkpoint = load_checkpoint_file(args.src)
     result = convert_state_dict(unwrap_state_dict(checkpoint), family=args.family,
-                                whole_model=args.whole_model)
+                                whole_model=args.whole_model,
+                                source_arch=checkpoint_arch(checkpoint))
     source_meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
     if result.source_format == 'mmlinattn' and isinstance(source_meta.get('arch'), dict):
         # Head counts are not visible in weight shapes; our own files record them.

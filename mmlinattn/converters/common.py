@@ -18,12 +18,14 @@ from ..utils.checkpoint import safe_globals_for_checkpoints
 
 __all__ = ['CONVERTER_VERSION', 'CheckpointError', 'ConversionResult', 'FamilyConverter',
            'register_family', 'registered_families', 'detect_family', 'convert_state_dict',
-           'load_checkpoint_file', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained']
+           'load_checkpoint_file', 'checkpoint_arch', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained']
 
 CONVERTER_VERSION = '1.0'
 
 # Keys under which training scripts store weights, in the order they are tried.
-WEIGHT_KEYS = ('model', 'state_dict', 'model_ema', 'state_dict_ema')
+# Where official and mmengine files keep their weights, in order of preference. timm's saver (SOFT)
+# writes the EMA weights, the ones the official results are reported with, to 'state_dict_ema'.
+WEIGHT_KEYS = ('model', 'state_dict_ema', 'state_dict', 'model_ema')
 
 # Official layouts recognised for error messages even before a family's converter is registered,
 # so that e.g. a SOFT file handed to the RALA converter is named as such.
@@ -142,7 +144,8 @@ def _example_key(state_dict: Mapping[str, Any], family: str) -> str:
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'auto',
-                       whole_model: bool = False) -> ConversionResult:
+                       whole_model: bool = False,
+                       source_arch: Optional[str] = None) -> ConversionResult:
     """Convert a state dict of any supported layout to mmlinattn keys.
 
     Args:
@@ -150,6 +153,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
         family (str): ``'auto'`` or a family name; a mismatch with the detected family is refused.
         whole_model (bool): keep the non-backbone keys of a detector / segmentor checkpoint
             (backbone keys re-mapped under ``backbone.``); otherwise return the backbone only.
+        source_arch (str, optional): the file's ``'arch'`` entry (:func:`checkpoint_arch`).
 
     Raises:
         CheckpointError: unknown family, family mismatch, or a refusal of the family converter.
@@ -165,7 +169,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
     if family not in _FAMILIES:
         raise CheckpointError(f'no converter is installed for family {family!r}; available: '
                               f'{registered_families()}')
-    return _FAMILIES[family].convert(state_dict, whole_model=whole_model)
+    return _FAMILIES[family].convert(state_dict, whole_model=whole_model,
+                                     source_arch=source_arch)
 
 
 def load_checkpoint_file(path: str) -> Any:
@@ -209,9 +214,18 @@ def _describe_unreadable(magic: bytes, size: int) -> str:
     return 'not a PyTorch checkpoint'
 
 
+def checkpoint_arch(checkpoint: Any) -> Optional[str]:
+    """The ``'arch'`` entry of a loaded checkpoint (timm savers write it), or None.
+
+    For SOFT it is the only thing that tells a SOFT-Norm (SOFT++) file from a plain SOFT one.
+    """
+    arch = checkpoint.get('arch') if isinstance(checkpoint, Mapping) else None
+    return arch if isinstance(arch, str) else None
+
+
 def unwrap_state_dict(checkpoint: Any) -> Dict[str, torch.Tensor]:
-    """The weights of a loaded checkpoint: under ``'model'``, ``'state_dict'``, ``'model_ema'`` or
-    ``'state_dict_ema'`` (first found), else the dict itself; a ``module.`` prefix is stripped.
+    """The weights of a loaded checkpoint: under the first of :data:`WEIGHT_KEYS` present, else
+    the dict itself; a ``module.`` prefix is stripped.
 
     Raises:
         CheckpointError: no tensors found.
@@ -292,12 +306,13 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
     """
     from mmengine.logging import print_log
 
-    state_dict = unwrap_state_dict(load_checkpoint_file(_resolve_local(checkpoint)))
+    loaded = load_checkpoint_file(_resolve_local(checkpoint))
+    state_dict = unwrap_state_dict(loaded)
     if prefix:
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not state_dict:
             raise CheckpointError(f'{checkpoint}: no keys start with prefix {prefix!r}')
-    result = convert_state_dict(state_dict, family=family)
+    result = convert_state_dict(state_dict, family=family, source_arch=checkpoint_arch(loaded))
     result.compare({k: v.shape for k, v in module.state_dict().items()})
     name = type(module).__name__
     if result.mismatched:

@@ -166,14 +166,16 @@ def _reference_shapes(arch: Dict, in_channels: int) -> Optional[Dict[str, torch.
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def convert_rala(state_dict: Mapping[str, torch.Tensor],
-                 whole_model: bool = False) -> ConversionResult:
+def convert_rala(state_dict: Mapping[str, torch.Tensor], whole_model: bool = False,
+                 source_arch: Optional[str] = None) -> ConversionResult:
     """Convert any RALA layout to RAVLT keys (see the module docstring).
 
     Args:
         state_dict: unwrapped weights.
         whole_model (bool): for detector / segmentor files, keep the other modules' keys and put
             the converted backbone under ``backbone.``.
+        source_arch (str, optional): the file's ``'arch'`` entry. Official RALA files have none;
+            one that names another family (e.g. ``'soft_small'``) is refused.
 
     Returns:
         ConversionResult: compared against a RAVLT of the inferred arch.
@@ -182,6 +184,8 @@ def convert_rala(state_dict: Mapping[str, torch.Tensor],
         CheckpointError: not RALA, mixed layouts, a RoPE buffer that differs from ours, a
             structure that is not a 4-stage RAVLT, or ``whole_model`` with a backbone-only file.
     """
+    if source_arch is not None and not source_arch.lower().startswith(('ravlt', 'rala')):
+        raise CheckpointError(f"the checkpoint's arch entry {source_arch!r} is not a RAVLT model")
     if not detect_rala(state_dict):
         raise CheckpointError('not a RALA/RAVLT checkpoint (no layers.*.blocks.*.attn.qkvo or '
                               'stages.*.blocks.*.attn.qkvg weights)')

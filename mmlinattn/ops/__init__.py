@@ -6,3 +6,10 @@ from .rope import apply_rope, apply_rope_reference, rope_frequencies, rope_sin_c
 __all__ = ['rank_augmented_linear_attention', 'rank_augmented_linear_attention_reference',
            'rope_softmax_attention', 'rope_softmax_attention_reference', 'apply_rope',
            'apply_rope_reference', 'rope_frequencies', 'rope_sin_cos']
+from .soft import (gaussian_kernel, gaussian_kernel_reference, landmark_grid_size,  # noqa: E402
+                   newton_schulz_pinv, newton_schulz_pinv_reference, softmax_free_attention,
+                   softmax_free_attention_reference)
+
+__all__ += ['gaussian_kernel', 'gaussian_kernel_reference', 'landmark_grid_size',
+            'newton_schulz_pinv', 'newton_schulz_pinv_reference', 'softmax_free_attention',
+            'softmax_free_attention_reference']

@@ -3,3 +3,6 @@ __all__ = []
 from .ravlt import RAVLT  # noqa: E402
 
 __all__ += ['RAVLT']
+from .soft import SOFT  # noqa: E402
+
+__all__ += ['SOFT']

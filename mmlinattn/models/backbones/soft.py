@@ -1,0 +1,572 @@
+"""SOFT / SOFT++: the Softmax-free Transformer backbone for dense prediction.
+
+Papers: "SOFT: Softmax-free Transformer with Linear Complexity", Jiachen Lu, Jinghan Yao, Junge
+Zhang, Xiatian Zhu, Hang Xu, Weiguo Gao, Chunjing Xu, Tao Xiang, Li Zhang, NeurIPS 2021
+(arXiv 2110.11945); "Softmax-free Linear Transformers", Jiachen Lu, Junge Zhang, Xiatian Zhu,
+Jianfeng Feng, Tao Xiang, Li Zhang, IJCV 2024 (arXiv 2207.03341). Official code:
+https://github.com/fudan-zvg/SOFT (ImageNet classification only).
+
+Clean-room re-implementation for mmdet 3.x / mmseg 1.x from the specification; official weights
+load through :mod:`mmlinattn.converters.soft`. The attention maths is in :mod:`mmlinattn.ops.soft`.
+
+Structure (strides 4, 8, 16, 32)::
+
+    stem (3 conv3x3 + BN + ReLU, stride 4)  -> stage 0
+    stage i: [downsample conv3x3/2 + BN + ReLU if i > 0] -> + pos_embed (resized) -> blocks
+    stages 0-2, SOFT block (post-norm):
+        x = norm1(x + drop(attn(x)))            attn: Gaussian-kernel Nystrom attention
+        x = norm2(x + drop(ffn(x)))             ffn: Linear 4C, tanh-GELU, Linear
+    stage 3, softmax block (pre-norm, with a cls token):
+        x = x + drop_path(attn(norm1(x)))
+        x = x + drop_path(ffn(norm2(x)))
+"""
+import math
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import ConvModule
+from mmcv.cnn.bricks.drop import build_dropout
+from mmcv.cnn.bricks.transformer import FFN
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...ops.soft import (NORMALIZATIONS, PINV_MODES, landmark_grid_size,
+                         softmax_free_attention)
+
+__all__ = ['SOFT']
+
+# The stem's hidden width is 32 in every released variant, whatever the stage-0 width.
+STEM_CHANNELS = 32
+# Drop layers of the SOFT blocks: the official blocks drop single elements with the stochastic
+# depth rate (training only; identical at inference).
+SOFT_BLOCK_DROPS = {'dropout': 'Dropout', 'drop_path': 'DropPath'}
+
+
+class SoftmaxFreeAttention(nn.Module):
+    """SOFT attention: queries double as keys, landmarks from a strided conv, a local conv on V.
+
+    Args:
+        embed_dims (int): channels C.
+        num_heads (int): heads h; ``d = C / h``.
+        landmark_ratio (int): kernel and stride r of the landmark convolution.
+        local_kernel_size (int): size of the per-head depth-wise convolution on V.
+        normalization (str): see :func:`mmlinattn.ops.soft.softmax_free_attention`.
+        pinv_mode (str): see :func:`mmlinattn.ops.soft.newton_schulz_pinv`.
+        newton_iters (int): Newton-Schulz steps.
+        max_landmarks (int, optional): bound on the landmark count (average-pools the landmark
+            grid, see :func:`mmlinattn.ops.soft.landmark_grid_size`); None = official.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, landmark_ratio: int,
+                 local_kernel_size: int, normalization: str, pinv_mode: str, newton_iters: int,
+                 max_landmarks: Optional[int]):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dims // num_heads
+        self.landmark_ratio = landmark_ratio
+        self.normalization = normalization
+        self.pinv_mode = pinv_mode
+        self.newton_iters = newton_iters
+        self.max_landmarks = max_landmarks
+        self.q_proj = nn.Linear(embed_dims, embed_dims)
+        self.v_proj = nn.Linear(embed_dims, embed_dims)
+        # Heads are folded into the batch, so one conv / norm serves all heads.
+        self.landmark_conv = nn.Conv2d(self.head_dim, self.head_dim, landmark_ratio,
+                                       stride=landmark_ratio, bias=False)
+        self.landmark_norm = nn.LayerNorm(self.head_dim)
+        # One k x k spatial filter per head, shared by the d channels of that head.
+        self.local_conv = nn.Conv2d(num_heads, num_heads, local_kernel_size,
+                                    padding=local_kernel_size // 2, groups=num_heads, bias=False)
+        self.out_proj = nn.Linear(embed_dims, embed_dims)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """x: ``(B, N, C)`` tokens of an ``hw`` grid. Returns ``(B, N, C)``."""
+        batch, num_tokens, channels = x.shape
+        height, width = hw
+        heads, head_dim = self.num_heads, self.head_dim
+        q = self.q_proj(x).view(batch, num_tokens, heads, head_dim).transpose(1, 2)
+        q = q / math.sqrt(math.sqrt(head_dim))                          # (B, h, N, d)
+        v = self.v_proj(x).view(batch, num_tokens, heads, head_dim).transpose(1, 2)
+
+        grid = landmark_grid_size(height, width, self.landmark_ratio, self.max_landmarks)
+        q_map = q.reshape(batch * heads, num_tokens, head_dim).transpose(1, 2)
+        landmarks = self.landmark_conv(q_map.reshape(batch * heads, head_dim, height, width))
+        if tuple(landmarks.shape[-2:]) != grid:
+            landmarks = F.adaptive_avg_pool2d(landmarks, grid)
+        landmarks = F.gelu(self.landmark_norm(landmarks.flatten(2).transpose(1, 2)))
+        landmarks = landmarks.reshape(batch, heads, -1, head_dim)         # (B, h, m, d)
+
+        out = softmax_free_attention(q, landmarks, v, self.normalization, self.pinv_mode,
+                                     self.newton_iters)
+        v_map = v.permute(0, 3, 1, 2).reshape(batch * head_dim, heads, height, width)
+        local = self.local_conv(v_map).reshape(batch, head_dim, heads, num_tokens)
+        out = out + local.permute(0, 2, 3, 1)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, num_tokens, channels))
+
+    def extra_repr(self) -> str:
+        return (f'num_heads={self.num_heads}, landmark_ratio={self.landmark_ratio}, '
+                f'normalization={self.normalization!r}, pinv_mode={self.pinv_mode!r}, '
+                f'newton_iters={self.newton_iters}, max_landmarks={self.max_landmarks}')
+
+
+class SOFTBlock(nn.Module):
+    """Post-norm block of stages 0-2 with a tanh-GELU MLP (ratio 4).
+
+    Args:
+        embed_dims (int): channels C.
+        num_heads (int): heads.
+        drop_rate (float): rate of the two residual drop layers.
+        drop_type (str): ``'dropout'`` (official: element-wise) or ``'drop_path'``.
+        **attn_kwargs: the other arguments of :class:`SoftmaxFreeAttention`.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, drop_rate: float, drop_type: str,
+                 **attn_kwargs):
+        super().__init__()
+        drop_cfg = dict(type=SOFT_BLOCK_DROPS[drop_type], drop_prob=drop_rate)
+        self.attn = SoftmaxFreeAttention(embed_dims, num_heads, **attn_kwargs)
+        self.drop = build_dropout(drop_cfg)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.ffn = FFN(embed_dims, 4 * embed_dims, act_cfg=dict(type='GELU', approximate='tanh'),
+                       dropout_layer=drop_cfg)
+        self.norm2 = nn.LayerNorm(embed_dims)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, hw)))
+        return self.norm2(self.ffn(x))
+
+
+class SoftmaxAttention(nn.Module):
+    """Global multi-head softmax attention (stage 3), via ``scaled_dot_product_attention``."""
+
+    def __init__(self, embed_dims: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(embed_dims, 3 * embed_dims)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, num_tokens, channels = x.shape
+        qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])   # (B, h, N, d)
+        return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, channels))
+
+
+class SoftmaxBlock(nn.Module):
+    """Pre-norm ViT block of stage 3 (exact GELU, MLP ratio 4, DropPath, LayerNorm eps 1e-6)."""
+
+    def __init__(self, embed_dims: int, num_heads: int, drop_rate: float):
+        super().__init__()
+        drop_cfg = dict(type='DropPath', drop_prob=drop_rate)
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.attn = SoftmaxAttention(embed_dims, num_heads)
+        self.drop = build_dropout(drop_cfg)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.ffn = FFN(embed_dims, 4 * embed_dims, act_cfg=dict(type='GELU'),
+                       dropout_layer=drop_cfg)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return self.ffn(self.norm2(x), identity=x)
+
+
+class SOFTStage(nn.Module):
+    """An optional downsampler, a learned position table resized to the grid, then blocks.
+
+    Args:
+        downsample (nn.Module | None): maps the previous stage's ``(B, C', H', W')`` map to
+            ``(B, C, H, W)``; None for the first stage (the stem runs before it).
+        embed_dims (int): channels C.
+        pos_grid (tuple[int, int]): size of the stored position table (the pre-training grid).
+        blocks (list[nn.Module]): blocks called as ``block(x, (H, W))`` on ``(B, N, C)`` tokens.
+        with_cls_token (bool): prepend a learned cls token (with its own position entry) before
+            the blocks and remove it afterwards.
+        with_cp (bool): gradient checkpointing per block.
+    """
+
+    def __init__(self, downsample: Optional[nn.Module], embed_dims: int,
+                 pos_grid: Tuple[int, int], blocks: List[nn.Module], with_cls_token: bool = False,
+                 with_cp: bool = False):
+        super().__init__()
+        self.downsample = downsample
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_dims, *pos_grid))
+        if with_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
+            self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        self.with_cls_token = with_cls_token
+        self.blocks = nn.ModuleList(blocks)
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C', H', W')`` -> ``(B, C, H, W)``."""
+        if self.downsample is not None:
+            x = self.downsample(x)
+        batch, channels, height, width = x.shape
+        # Resized on every forward (bilinear, align_corners=False), also when the size matches,
+        # as in the official models (an exact identity then).
+        pos = F.interpolate(self.pos_embed, size=(height, width), mode='bilinear',
+                            align_corners=False)
+        x = (x + pos).flatten(2).transpose(1, 2)                            # (B, N, C)
+        if self.with_cls_token:
+            cls = (self.cls_token + self.cls_pos_embed).expand(batch, -1, -1)
+            x = torch.cat([cls, x], dim=1)
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, (height, width), use_reentrant=False)
+            else:
+                x = block(x, (height, width))
+        if self.with_cls_token:
+            x = x[:, 1:]
+        return x.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+@MODELS.register_module()
+class SOFT(BaseModule):
+    """SOFT / SOFT++ backbone (softmax-free attention in stages 0-2, softmax attention in stage 3).
+
+    Stages 0-2 use Gaussian-kernel Nystrom attention: queries scaled by ``d ** -0.25`` are also the
+    keys; landmarks come from a stride-r convolution over the queries (r = 8, 4, 2) followed by
+    LayerNorm and GELU; the landmark kernel is inverted by 20 Newton-Schulz steps; a per-head
+    depth-wise convolution on V (k = 9, 5, 3) is added. Stage 3 is a plain ViT block stack with a
+    cls token. SOFT++ (``norm=True``) adds a symmetric normalisation.
+
+    **High resolution.** The official landmark count grows with the image (m = N / r^2, about
+    1,050 per stage at 800 x 1344), so the O(m^3) inverse dominates. ``max_landmarks`` average-pools
+    the landmark grid to at most that many landmarks (same aspect ratio), which keeps the cost
+    linear in the number of pixels (SOFT-Small-Norm at 800 x 1344 on 2 CPU cores: 4.2 s instead of
+    141 s with ``max_landmarks=256``). The weights are unchanged and nothing changes where the
+    official grid is within the bound, but above it the function changes substantially, because the
+    20-step inverse is not converged and depends on the landmark set: at 512 x 512 (256 official
+    landmarks), bounds of 196 / 49 move the stage outputs of the official fixture weights by up to
+    8 % / 32 % (SOFT) and 22 % / 107 % (SOFT++), max-normalised, and those of a randomly
+    initialised SOFT-Small by 34-118 % (an untrained softmax-free attention is close to a plain
+    sum over all tokens). Treat it as a cheaper variant to be fine-tuned (as detection and
+    segmentation training does), not as an approximation of a frozen official model.
+
+    **cls token in dense prediction.** Stage 3 keeps the pre-training forward: the cls token (with
+    its own position entry) takes part in the attention and is removed from the output map. The
+    outputs are therefore exactly the official tokens reshaped to maps, before the classifier's
+    final norm (``final_norm=True`` applies it to the stage-3 map). Stage 0-2 outputs come out of
+    a LayerNorm already (post-norm blocks), so no per-output norms are added.
+
+    **Position embeddings.** The tables are stored as ``(1, C, h, w)`` maps of the pre-training
+    grid and bilinearly resized to the current grid on every forward; a load-state-dict hook
+    resizes tables of another size in a checkpoint to ``pretrain_img_size``.
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'medium'``, ``'large'``, ``'huge'`` (or
+            ``'t'``, ``'s'``, ``'m'``, ``'l'``, ``'h'``), or a custom dict with the keys:
+
+            - **embed_dims** (list[int]): channels of the 4 stages.
+            - **depths** (list[int]): blocks per stage.
+            - **num_heads** (list[int]): heads per stage.
+
+            ``'small'`` has depths ``[1, 3, 7, 4]`` (24.1 M parameters, the README's SOFT-Small;
+            the official code's ``soft_small`` with ``[1, 3, 20, 4]`` has 38.9 M). Defaults to
+            ``'tiny'``.
+        norm (bool): SOFT++ (the released "SOFT-*-Norm" models): symmetric normalisation on.
+            Only changes the defaults of ``normalization`` and ``pinv_mode``. Defaults to False.
+        normalization (str, optional): ``'none'``, ``'core'`` (released SOFT++) or ``'full'``
+            (see :func:`mmlinattn.ops.soft.softmax_free_attention`). None: ``'core'`` if ``norm``
+            else ``'none'``. Must agree with ``norm``. Defaults to None.
+        pinv_mode (str, optional): ``'official'``, ``'official_norm'`` or ``'per_matrix'`` (see
+            :func:`mmlinattn.ops.soft.newton_schulz_pinv`). None: ``'official_norm'`` if ``norm``
+            else ``'official'`` (what the released checkpoints need). ``'per_matrix'`` avoids
+            host synchronisation and batch dependence for training new SOFT++ models. Defaults to
+            None.
+        newton_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
+        max_landmarks (int, optional): bound on the landmarks per SOFT attention (per image and
+            head). None = the official, resolution-dependent count. Dense-prediction configs
+            should set it (e.g. 256). Defaults to None.
+        landmark_ratios (Sequence[int]): landmark ratio r of stages 0-2. Defaults to (8, 4, 2).
+        local_kernel_sizes (Sequence[int]): V-conv sizes of stages 0-2. Defaults to (9, 5, 3).
+        in_channels (int): input image channels. Defaults to 3.
+        pretrain_img_size (int | tuple[int, int]): image size the position tables belong to
+            (tables of stage i are ``size / 2 ** (i + 2)``). Defaults to 224.
+        out_indices (Sequence[int]): stages whose outputs are returned. Defaults to
+            ``(0, 1, 2, 3)``.
+        final_norm (bool): apply the classifier's final LayerNorm (``norm``) to the stage-3 map.
+            Defaults to False.
+        drop_path_rate (float): stochastic-depth rate, increasing linearly from 0 over all blocks.
+            Defaults to 0.1 (official).
+        soft_block_drop (str): drop layer of the SOFT blocks: ``'dropout'`` (official: element-wise
+            dropout with the stochastic-depth rate; identical to ``'drop_path'`` at inference) or
+            ``'drop_path'``. Defaults to ``'dropout'``.
+        norm_cfg (dict): norm of the stem and downsamplers. Defaults to ``dict(type='BN')``.
+        frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``
+            (parameters, position tables, cls token, BN statistics). Defaults to -1 (nothing).
+        norm_eval (bool): keep all BN layers (BN and SyncBN) in eval mode while training.
+            Defaults to False.
+        with_cp (bool): gradient checkpointing per block. Defaults to False.
+        init_cfg (dict | list[dict], optional): None initialises from scratch (truncated normal,
+            std 0.02, for linear layers, position tables and the cls token).
+            ``dict(type='Pretrained', checkpoint=PATH)`` loads an official SOFT / SOFT-Norm file or
+            a converted one through :mod:`mmlinattn.converters`. Defaults to None.
+
+    Examples:
+        >>> import torch
+        >>> from mmlinattn.models import SOFT
+        >>> model = SOFT(arch='tiny', norm=True, max_landmarks=64).eval()
+        >>> with torch.no_grad():
+        ...     outs = model(torch.rand(1, 3, 224, 160))
+        >>> for out in outs:
+        ...     print(tuple(out.shape))
+        (1, 64, 56, 40)
+        (1, 128, 28, 20)
+        (1, 320, 14, 10)
+        (1, 512, 7, 5)
+    """
+
+    # yapf: disable
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {'embed_dims': [64, 128, 320, 512],
+                                        'depths': [1, 2, 3, 2], 'num_heads': [2, 4, 10, 16]}),
+        **dict.fromkeys(['s', 'small'], {'embed_dims': [64, 128, 320, 512],
+                                         'depths': [1, 3, 7, 4], 'num_heads': [2, 4, 10, 16]}),
+        **dict.fromkeys(['m', 'medium'], {'embed_dims': [64, 128, 288, 512],
+                                          'depths': [1, 3, 29, 5], 'num_heads': [2, 4, 9, 16]}),
+        **dict.fromkeys(['l', 'large'], {'embed_dims': [64, 128, 320, 512],
+                                         'depths': [1, 3, 40, 5], 'num_heads': [2, 4, 10, 16]}),
+        **dict.fromkeys(['h', 'huge'], {'embed_dims': [64, 128, 352, 512],
+                                        'depths': [1, 5, 49, 5], 'num_heads': [2, 4, 11, 16]}),
+    }
+    # yapf: enable
+    arch_keys = ('embed_dims', 'depths', 'num_heads')
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 norm: bool = False,
+                 normalization: Optional[str] = None,
+                 pinv_mode: Optional[str] = None,
+                 newton_iters: int = 20,
+                 max_landmarks: Optional[int] = None,
+                 landmark_ratios: Sequence[int] = (8, 4, 2),
+                 local_kernel_sizes: Sequence[int] = (9, 5, 3),
+                 in_channels: int = 3,
+                 pretrain_img_size: Union[int, Tuple[int, int]] = 224,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 final_norm: bool = False,
+                 drop_path_rate: float = 0.1,
+                 soft_block_drop: str = 'dropout',
+                 norm_cfg: Dict = dict(type='BN'),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self.parse_arch(arch)
+        embed_dims, depths, num_heads = (self.arch[k] for k in self.arch_keys)
+        self.embed_dims = embed_dims
+        self.normalization, self.pinv_mode = self._resolve_attention(norm, normalization,
+                                                                     pinv_mode)
+        if max_landmarks is not None and (not isinstance(max_landmarks, int) or max_landmarks < 1):
+            raise ValueError(f'max_landmarks must be a positive int or None, got {max_landmarks!r}')
+        self.max_landmarks = max_landmarks
+        if len(landmark_ratios) != 3 or len(local_kernel_sizes) != 3:
+            raise ValueError('landmark_ratios and local_kernel_sizes need one value for each of '
+                             f'the 3 SOFT stages, got {landmark_ratios!r} and '
+                             f'{local_kernel_sizes!r}')
+        if soft_block_drop not in SOFT_BLOCK_DROPS:
+            raise ValueError(f'soft_block_drop {soft_block_drop!r} unknown; choose one of '
+                             f'{sorted(SOFT_BLOCK_DROPS)}')
+        self.out_indices = self._check_out_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        if isinstance(pretrain_img_size, int):
+            pretrain_img_size = (pretrain_img_size, pretrain_img_size)
+        self.pretrain_img_size = tuple(pretrain_img_size)
+
+        with warnings.catch_warnings():
+            # ConvModule warns about conv bias before BN; the official weights have both.
+            warnings.filterwarnings('ignore', message='Unnecessary conv bias')
+            self.stem = nn.Sequential(
+                ConvModule(in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=True,
+                           norm_cfg=norm_cfg),
+                ConvModule(STEM_CHANNELS, STEM_CHANNELS, 3, padding=1, bias=True,
+                           norm_cfg=norm_cfg),
+                ConvModule(STEM_CHANNELS, embed_dims[0], 3, stride=2, padding=1, bias=True,
+                           norm_cfg=norm_cfg))
+            rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+            self.stages = nn.ModuleList()
+            for i in range(self.num_stages):
+                stage_rates = rates[sum(depths[:i]):sum(depths[:i + 1])]
+                if i < self.num_stages - 1:
+                    blocks = [
+                        SOFTBlock(embed_dims[i], num_heads[i], rate, soft_block_drop,
+                                  landmark_ratio=landmark_ratios[i],
+                                  local_kernel_size=local_kernel_sizes[i],
+                                  normalization=self.normalization, pinv_mode=self.pinv_mode,
+                                  newton_iters=newton_iters, max_landmarks=max_landmarks)
+                        for rate in stage_rates
+                    ]
+                else:
+                    blocks = [SoftmaxBlock(embed_dims[i], num_heads[i], rate)
+                              for rate in stage_rates]
+                downsample = None if i == 0 else ConvModule(
+                    embed_dims[i - 1], embed_dims[i], 3, stride=2, padding=1, bias=True,
+                    norm_cfg=norm_cfg)
+                stride = 2 ** (i + 2)
+                pos_grid = (self.pretrain_img_size[0] // stride,
+                            self.pretrain_img_size[1] // stride)
+                self.stages.append(SOFTStage(downsample, embed_dims[i], pos_grid, blocks,
+                                             with_cls_token=i == self.num_stages - 1,
+                                             with_cp=with_cp))
+        self.final_norm = final_norm
+        if final_norm:
+            self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
+        self._register_load_state_dict_pre_hook(self._resize_pos_embeds)
+        self._freeze_stages()
+
+    @classmethod
+    def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
+        """Resolve a variant name or validate a custom arch dict.
+
+        Returns:
+            dict: ``embed_dims``, ``depths``, ``num_heads`` (lists, copied).
+
+        Raises:
+            ValueError: unknown name, missing/unknown keys, wrong lengths, bad head counts.
+        """
+        if isinstance(arch, str):
+            name = arch.lower()
+            if name not in cls.arch_zoo:
+                raise ValueError(f'arch {arch!r} unknown; choose one of {sorted(cls.arch_zoo)} '
+                                 f'or pass a dict with keys {list(cls.arch_keys)}')
+            arch = cls.arch_zoo[name]
+        elif not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        if set(arch) != set(cls.arch_keys):
+            raise ValueError(f'custom arch needs exactly the keys {list(cls.arch_keys)}, got '
+                             f'{sorted(arch)}')
+        parsed = {}
+        for key in cls.arch_keys:
+            value = arch[key]
+            if not isinstance(value, (list, tuple)) or len(value) != cls.num_stages:
+                raise ValueError(f'arch[{key!r}] must list {cls.num_stages} values (one per '
+                                 f'stage), got {value!r}')
+            parsed[key] = [int(v) for v in value]
+        for i, (dims, depth, heads) in enumerate(zip(*(parsed[k] for k in cls.arch_keys))):
+            if dims < 1 or depth < 1 or heads < 1:
+                raise ValueError(f'stage {i}: embed_dims, depths and num_heads must be positive, '
+                                 f'got {dims}, {depth}, {heads}')
+            if dims % heads:
+                raise ValueError(f'stage {i}: embed_dims {dims} is not divisible by num_heads '
+                                 f'{heads}')
+        return parsed
+
+    @staticmethod
+    def _resolve_attention(norm: bool, normalization: Optional[str],
+                           pinv_mode: Optional[str]) -> Tuple[str, str]:
+        if normalization is None:
+            normalization = 'core' if norm else 'none'
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f'normalization {normalization!r} unknown; choose one of '
+                             f'{list(NORMALIZATIONS)}')
+        if norm != (normalization != 'none'):
+            raise ValueError(f'norm={norm} contradicts normalization={normalization!r}: SOFT++ '
+                             "(norm=True) needs 'core' or 'full', SOFT (norm=False) needs 'none'")
+        if pinv_mode is None:
+            pinv_mode = 'official_norm' if norm else 'official'
+        if pinv_mode not in PINV_MODES:
+            raise ValueError(f'pinv_mode {pinv_mode!r} unknown; choose one of {list(PINV_MODES)}')
+        return normalization, pinv_mode
+
+    def _check_out_indices(self, out_indices: Sequence[int]) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        normalised = []
+        for index in out_indices:
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(f'out_indices must be in [0, {self.num_stages - 1}], got {index}')
+            normalised.append(index % self.num_stages)
+        return tuple(sorted(set(normalised)))
+
+    def _resize_pos_embeds(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Load-state-dict pre-hook: bilinearly resize stored position tables to ours."""
+        for i, stage in enumerate(self.stages):
+            key = f'{prefix}stages.{i}.pos_embed'
+            table = state_dict.get(key)
+            if table is None or table.dim() != 4 or table.shape == stage.pos_embed.shape:
+                continue
+            if table.shape[:2] != stage.pos_embed.shape[:2]:
+                continue  # a channel mismatch is reported by load_state_dict itself
+            state_dict[key] = F.interpolate(table.float(), size=stage.pos_embed.shape[-2:],
+                                            mode='bilinear', align_corners=False).to(table.dtype)
+
+    def _freeze_stages(self) -> None:
+        frozen = ([self.stem] if self.frozen_stages >= 0 else []) + \
+            list(self.stages[:max(self.frozen_stages, 0)])
+        if self.frozen_stages >= self.num_stages and self.final_norm:
+            frozen.append(self.norm)
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'SOFT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):  # BN and SyncBN alike
+                    module.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialise from scratch or from ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+        Pretrained files go through :func:`mmlinattn.converters.load_pretrained`, which accepts
+        official SOFT / SOFT-Norm checkpoints as well as converted ones.
+        """
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from ...converters import load_pretrained
+            self._init_from_scratch()
+            load_pretrained(self, init_cfg['checkpoint'], family='soft',
+                            prefix=init_cfg.get('prefix'))
+            self._is_init = True
+        elif init_cfg is None:
+            self._init_from_scratch()
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _init_from_scratch(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, SOFTStage):
+                for name, param in module.named_parameters(recurse=False):
+                    trunc_normal_(param, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x: ``(B, in_channels, H, W)``, each side at least 29 px (the stage-0 grid must hold one
+        8 x 8 landmark window). Returns one ``(B, C_i, H_i, W_i)`` map per out index,
+        ``H_i = ceil(H / 2 ** (i + 2))``."""
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                if i == self.num_stages - 1 and self.final_norm:
+                    out = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                else:
+                    out = x
+                outs.append(out.contiguous())
+        return tuple(outs)
