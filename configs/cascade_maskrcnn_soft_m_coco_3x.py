@@ -1,0 +1,25 @@
+"""Cascade Mask R-CNN + FPN, SOFT++ Medium backbone, COCO, 3x schedule with multi-scale crops.
+
+No official recipe exists (SOFT publishes ImageNet code only); this config uses the PVT-family 3x
+recipe documented in ``cascade_maskrcnn_soft_s_coco_3x.py`` (4conv1fc GIoU box heads, AdamW lr
+1e-4, weight decay 0.05 except norms, position tables and cls token, drop path 0.1, DETR-style
+multi-scale, 36 epochs) with the SOFT++ Medium (SOFT-Medium-Norm) backbone, ``norm=True``,
+``max_landmarks=256``, ``pinv_mode='per_matrix'``.
+
+Batch: 2 images per GPU x 8 GPUs = 16 (assumed); ``--auto-scale-lr`` rescales from
+``base_batch_size=16``.
+
+Pretrained backbone: ``checkpoints/soft_norm_m_in1k.pth`` (placeholder), from ``python
+tools/convert_checkpoint.py SOFT_Medium_norm.pth checkpoints/soft_norm_m_in1k.pth``. Data:
+``data/coco/``.
+
+Paper: no Cascade Mask R-CNN result published.
+"""
+_base_ = ['./cascade_maskrcnn_soft_s_coco_3x.py']
+custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        arch='m',
+        init_cfg=dict(checkpoint='checkpoints/soft_norm_m_in1k.pth')),
+    neck=dict(in_channels=[64, 128, 288, 512]))

@@ -1,0 +1,24 @@
+"""Mask R-CNN + FPN with a RAVLT-L backbone on COCO, 1x schedule (12 epochs, single scale).
+
+Recipe: the official RALA config ``maskrcnn_l_1x`` (github.com/qhfan/RALA, ``detection/``); it
+differs from ``maskrcnn_ravlt_s_coco.py``, which documents the full recipe, only in the backbone:
+RAVLT-L, drop path 0.55.
+
+Batch: 2 images per GPU x 8 GPUs = 16 (GPU count assumed); ``--auto-scale-lr`` rescales from
+``base_batch_size=16``.
+
+Pretrained backbone: ``checkpoints/ravlt_l_in1k.pth`` (placeholder), from ``python
+tools/convert_checkpoint.py RAVLT_L.pth checkpoints/ravlt_l_in1k.pth``. Data: ``data/coco/``.
+
+Paper (official README, COCO val2017): 114M params, 501G FLOPs; box AP 52.3 (AP50 73.8, AP75 57.3),
+mask AP 46.4 (AP50 71.1, AP75 50.4).
+"""
+_base_ = ['./maskrcnn_ravlt_s_coco.py']
+custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        arch='l',
+        drop_path_rate=0.55,
+        init_cfg=dict(checkpoint='checkpoints/ravlt_l_in1k.pth')),
+    neck=dict(in_channels=[96, 192, 448, 640]))

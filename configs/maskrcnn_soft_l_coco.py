@@ -1,0 +1,23 @@
+"""Mask R-CNN + FPN with a SOFT++ Large backbone on COCO, 1x schedule (12 epochs).
+
+No official recipe exists (SOFT publishes ImageNet code only); this config uses the PVT-style
+recipe documented in ``maskrcnn_soft_s_coco.py`` (AdamW lr 2e-4, weight decay 1e-4, drop path 0.1,
+mmdet 1x schedule) with the SOFT++ Large (SOFT-Large-Norm) backbone, ``norm=True``,
+``max_landmarks=256``, ``pinv_mode='per_matrix'``.
+
+Batch: 2 images per GPU x 8 GPUs = 16 (assumed); ``--auto-scale-lr`` rescales from
+``base_batch_size=16``.
+
+Pretrained backbone: ``checkpoints/soft_norm_l_in1k.pth`` (placeholder), from ``python
+tools/convert_checkpoint.py SOFT_Large_norm.pth checkpoints/soft_norm_l_in1k.pth``. Data:
+``data/coco/``.
+
+Paper (SOFT README, COCO val2017, recipe unpublished): 84M params; box AP 47.0, mask AP 42.2.
+"""
+_base_ = ['./maskrcnn_soft_s_coco.py']
+custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        arch='l',
+        init_cfg=dict(checkpoint='checkpoints/soft_norm_l_in1k.pth')))

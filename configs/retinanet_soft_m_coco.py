@@ -1,0 +1,24 @@
+"""RetinaNet + FPN with a SOFT++ Medium backbone on COCO, 1x schedule (12 epochs).
+
+No official recipe exists (SOFT publishes ImageNet code only); this config uses the PVT-style
+recipe documented in ``retinanet_soft_s_coco.py`` (AdamW lr 1e-4, weight decay 1e-4, drop path 0.1,
+mmdet 1x schedule) with the SOFT++ Medium (SOFT-Medium-Norm) backbone, ``norm=True``,
+``max_landmarks=256``, ``pinv_mode='per_matrix'``.
+
+Batch: 2 images per GPU x 8 GPUs = 16 (assumed); ``--auto-scale-lr`` rescales from
+``base_batch_size=16``.
+
+Pretrained backbone: ``checkpoints/soft_norm_m_in1k.pth`` (placeholder), from ``python
+tools/convert_checkpoint.py SOFT_Medium_norm.pth checkpoints/soft_norm_m_in1k.pth``. Data:
+``data/coco/``.
+
+Paper (SOFT README, COCO val2017, recipe unpublished): 55M params; box AP 44.3.
+"""
+_base_ = ['./retinanet_soft_s_coco.py']
+custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        arch='m',
+        init_cfg=dict(checkpoint='checkpoints/soft_norm_m_in1k.pth')),
+    neck=dict(in_channels=[64, 128, 288, 512]))

@@ -1,0 +1,23 @@
+"""UperNet with a SOFT++ Tiny backbone on ADE20K, 160k iterations, 512 x 512 crops.
+
+No official recipe exists (SOFT publishes ImageNet code only); this config uses the Swin / PVT v2
+UperNet recipe documented in ``upernet_soft_s_ade20k.py`` (AdamW lr 6e-5, weight decay 0.01 except
+norms, position tables and cls token, drop path 0.1, 1500-iteration warm-up, poly decay over 160k
+iterations) with the SOFT++ Tiny (SOFT-Tiny-Norm) backbone, ``norm=True``, ``max_landmarks=256``,
+``pinv_mode='per_matrix'``.
+
+Batch: 2 images per GPU x 8 GPUs = 16 (assumed).
+
+Pretrained backbone: ``checkpoints/soft_norm_t_in1k.pth`` (placeholder), from ``python
+tools/convert_checkpoint.py SOFT_Tiny_norm.pth checkpoints/soft_norm_t_in1k.pth``. Data:
+``data/ade/ADEChallengeData2016``.
+
+Paper: no UperNet result published for Tiny.
+"""
+_base_ = ['./upernet_soft_s_ade20k.py']
+custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        arch='t',
+        init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))
