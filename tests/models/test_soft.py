@@ -368,12 +368,10 @@ def test_autocast_1333x800_narrow_model(dtype, norm):
     _autocast_1333x800(SMALL_ARCH, dtype, norm)
 
 
-@pytest.mark.slow
 def test_autocast_bf16_1333x800_soft_tiny_norm():   # ~15 s on 2 cores
     _autocast_1333x800('tiny', torch.bfloat16, norm=True)
 
 
-@pytest.mark.slow
 def test_autocast_fp16_1333x800_soft_tiny():        # ~25 s on 2 cores
     _autocast_1333x800('tiny', torch.float16, norm=False)
 
