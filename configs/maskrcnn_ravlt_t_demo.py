@@ -28,7 +28,9 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         init_cfg=None),
     neck=dict(in_channels=embed_dims, out_channels=128),
-    rpn_head=dict(in_channels=128, feat_channels=128),
+    # Demo objects are 15-90 px in 256x256 images: anchors of 16-256 px (scale 4 on strides 4-64)
+    # give every object positive anchors; mmdet's default scale 8 starts at 32 px.
+    rpn_head=dict(in_channels=128, feat_channels=128, anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=128),
         bbox_head=dict(in_channels=128, fc_out_channels=256, num_classes=len(classes)),
