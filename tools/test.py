@@ -18,6 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401
+from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.run_config import (UserInputError, check_datasets, load_config,  # noqa: E402
                                         task_of)
 
@@ -81,10 +82,13 @@ def main(argv=None):
     except UserInputError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    from mmengine.dist import is_main_process
     from mmengine.runner import Runner
+    prepare_cpu_run(cfg)  # gloo instead of CUDA-only setup on a machine without CUDA
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    print({k: round(float(v), 4) for k, v in metrics.items()})
+    if is_main_process():
+        print({k: round(float(v), 4) for k, v in metrics.items()})
     return 0
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
+from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.run_config import (UserInputError, check_datasets, load_config,  # noqa: E402
                                         task_of)
 
@@ -83,6 +84,7 @@ def main(argv=None):
         return 2
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    prepare_cpu_run(cfg)  # gloo instead of CUDA-only setup, bf16 AMP without loss scaling on CPU
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
     return 0
