@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-__all__ = ['LayerNorm2d']
+__all__ = ['LayerNorm2d', 'ConvertedPretrainedInit']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -28,6 +28,33 @@ class LayerNorm2d(nn.LayerNorm):
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
                          self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+class ConvertedPretrainedInit:
+    """``init_weights`` for a backbone whose pretrained files may be official checkpoints.
+
+    ``init_cfg=None`` initialises from scratch (the class's ``_init_from_scratch``);
+    ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=None)`` initialises from scratch, then
+    loads the file through :func:`mmlinattn.converters.load_pretrained`, so official and converted
+    files both work and keys the file lacks keep their from-scratch values. Other ``init_cfg`` types
+    go to :class:`mmengine.model.BaseModule`. Subclasses set ``checkpoint_family``.
+    """
+
+    checkpoint_family: str
+
+    def init_weights(self) -> None:
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from ..converters import load_pretrained
+            self._init_from_scratch()
+            load_pretrained(self, init_cfg['checkpoint'], family=self.checkpoint_family,
+                            prefix=init_cfg.get('prefix'))
+            self._is_init = True
+        elif init_cfg is None:
+            self._init_from_scratch()
+            self._is_init = True
+        else:
+            super().init_weights()
 
 
 if 'LN2d' not in MODELS.module_dict:

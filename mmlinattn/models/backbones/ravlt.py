@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops.rala import rank_augmented_linear_attention, rope_softmax_attention
 from ...ops.rope import rope_sin_cos
-from ..layers import LayerNorm2d
+from ..layers import ConvertedPretrainedInit, LayerNorm2d
 
 __all__ = ['RAVLT']
 
@@ -194,7 +194,7 @@ def _stem(in_channels: int, embed_dims: int, norm_cfg: Dict) -> nn.Sequential:
 
 
 @MODELS.register_module()
-class RAVLT(BaseModule):
+class RAVLT(ConvertedPretrainedInit, BaseModule):
     """RAVLT backbone (rank-augmented linear attention + RoPE softmax attention).
 
     A 4-stage pyramid (strides 4, 8, 16, 32). Stages 0-1 use rank-augmented linear attention
@@ -261,6 +261,7 @@ class RAVLT(BaseModule):
         (1, 512, 7, 5)
     """
 
+    checkpoint_family = 'rala'  # converter used by init_cfg=dict(type='Pretrained', ...)
     # yapf: disable
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], {
@@ -414,26 +415,6 @@ class RAVLT(BaseModule):
                 if isinstance(module, _BatchNorm):  # BN and SyncBN alike
                     module.eval()
         return self
-
-    def init_weights(self) -> None:
-        """Initialise from scratch or from ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
-
-        Pretrained files go through :func:`mmlinattn.converters.load_pretrained`, which accepts
-        official RALA checkpoints as well as converted ones; keys the file does not provide (e.g.
-        ``out_norms`` from an ImageNet file) keep the from-scratch initialisation.
-        """
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from ...converters import load_pretrained
-            self._init_from_scratch()
-            load_pretrained(self, init_cfg['checkpoint'], family='rala',
-                            prefix=init_cfg.get('prefix'))
-            self._is_init = True
-        elif init_cfg is None:
-            self._init_from_scratch()
-            self._is_init = True
-        else:
-            super().init_weights()
 
     def _init_from_scratch(self) -> None:
         for module in self.modules():

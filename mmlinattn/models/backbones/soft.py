@@ -38,6 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops.soft import (NORMALIZATIONS, PINV_MODES, landmark_grid_size,
                          softmax_free_attention)
+from ..layers import ConvertedPretrainedInit
 
 __all__ = ['SOFT']
 
@@ -227,7 +228,7 @@ class SOFTStage(nn.Module):
 
 
 @MODELS.register_module()
-class SOFT(BaseModule):
+class SOFT(ConvertedPretrainedInit, BaseModule):
     """SOFT / SOFT++ backbone (softmax-free attention in stages 0-2, softmax attention in stage 3).
 
     Stages 0-2 use Gaussian-kernel Nystrom attention: queries scaled by ``d ** -0.25`` are also the
@@ -323,6 +324,7 @@ class SOFT(BaseModule):
         (1, 512, 7, 5)
     """
 
+    checkpoint_family = 'soft'  # converter used by init_cfg=dict(type='Pretrained', ...)
     # yapf: disable
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], {'embed_dims': [64, 128, 320, 512],
@@ -522,25 +524,6 @@ class SOFT(BaseModule):
                 if isinstance(module, _BatchNorm):  # BN and SyncBN alike
                     module.eval()
         return self
-
-    def init_weights(self) -> None:
-        """Initialise from scratch or from ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
-
-        Pretrained files go through :func:`mmlinattn.converters.load_pretrained`, which accepts
-        official SOFT / SOFT-Norm checkpoints as well as converted ones.
-        """
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from ...converters import load_pretrained
-            self._init_from_scratch()
-            load_pretrained(self, init_cfg['checkpoint'], family='soft',
-                            prefix=init_cfg.get('prefix'))
-            self._is_init = True
-        elif init_cfg is None:
-            self._init_from_scratch()
-            self._is_init = True
-        else:
-            super().init_weights()
 
     def _init_from_scratch(self) -> None:
         for module in self.modules():
