@@ -2,9 +2,10 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 from mmengine.registry import MODELS
 
-__all__ = ['LayerNorm2d', 'ConvertedPretrainedInit']
+__all__ = ['LayerNorm2d', 'ConvertedPretrainedInit', 'StageFreezing']
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -55,6 +56,34 @@ class ConvertedPretrainedInit:
             self._is_init = True
         else:
             super().init_weights()
+
+
+class StageFreezing:
+    """``frozen_stages`` and ``norm_eval`` for a backbone made of ``self.stem`` + ``self.stages``.
+
+    ``frozen_stages >= 0`` freezes the stem, ``k`` also stages ``0 .. k-1`` (eval mode, no grads);
+    ``norm_eval`` keeps every BN layer, SyncBN included, in eval mode while training. Subclasses
+    extend :meth:`_frozen_modules` for modules outside the stages.
+    """
+
+    def _frozen_modules(self) -> list:
+        return (([self.stem] if self.frozen_stages >= 0 else []) +
+                list(self.stages[:max(self.frozen_stages, 0)]))
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):  # BN and SyncBN alike
+                    module.eval()
+        return self
 
 
 if 'LN2d' not in MODELS.module_dict:

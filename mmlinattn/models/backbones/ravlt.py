@@ -25,11 +25,10 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops.rala import rank_augmented_linear_attention, rope_softmax_attention
 from ...ops.rope import rope_sin_cos
-from ..layers import ConvertedPretrainedInit, LayerNorm2d
+from ..layers import ConvertedPretrainedInit, LayerNorm2d, StageFreezing
 
 __all__ = ['RAVLT']
 
@@ -194,7 +193,7 @@ def _stem(in_channels: int, embed_dims: int, norm_cfg: Dict) -> nn.Sequential:
 
 
 @MODELS.register_module()
-class RAVLT(ConvertedPretrainedInit, BaseModule):
+class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
     """RAVLT backbone (rank-augmented linear attention + RoPE softmax attention).
 
     A 4-stage pyramid (strides 4, 8, 16, 32). Stages 0-1 use rank-augmented linear attention
@@ -398,23 +397,6 @@ class RAVLT(ConvertedPretrainedInit, BaseModule):
             raise ValueError(f'attn_types must give one of {sorted(ATTENTION_OPS)} for each of the '
                              f'{self.num_stages} stages, got {attn_types!r}')
         return attn_types
-
-    def _freeze_stages(self) -> None:
-        frozen = ([self.stem] if self.frozen_stages >= 0 else []) + \
-            list(self.stages[:max(self.frozen_stages, 0)])
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'RAVLT':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):  # BN and SyncBN alike
-                    module.eval()
-        return self
 
     def _init_from_scratch(self) -> None:
         for module in self.modules():

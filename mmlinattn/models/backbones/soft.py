@@ -34,11 +34,10 @@ from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops.soft import (NORMALIZATIONS, PINV_MODES, landmark_grid_size,
                          softmax_free_attention)
-from ..layers import ConvertedPretrainedInit
+from ..layers import ConvertedPretrainedInit, StageFreezing
 
 __all__ = ['SOFT']
 
@@ -228,7 +227,7 @@ class SOFTStage(nn.Module):
 
 
 @MODELS.register_module()
-class SOFT(ConvertedPretrainedInit, BaseModule):
+class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
     """SOFT / SOFT++ backbone (softmax-free attention in stages 0-2, softmax attention in stage 3).
 
     Stages 0-2 use Gaussian-kernel Nystrom attention: queries scaled by ``d ** -0.25`` are also the
@@ -506,24 +505,11 @@ class SOFT(ConvertedPretrainedInit, BaseModule):
             state_dict[key] = F.interpolate(table.float(), size=stage.pos_embed.shape[-2:],
                                             mode='bilinear', align_corners=False).to(table.dtype)
 
-    def _freeze_stages(self) -> None:
-        frozen = ([self.stem] if self.frozen_stages >= 0 else []) + \
-            list(self.stages[:max(self.frozen_stages, 0)])
+    def _frozen_modules(self) -> list:
+        frozen = super()._frozen_modules()
         if self.frozen_stages >= self.num_stages and self.final_norm:
             frozen.append(self.norm)
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SOFT':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):  # BN and SyncBN alike
-                    module.eval()
-        return self
+        return frozen
 
     def _init_from_scratch(self) -> None:
         for module in self.modules():
