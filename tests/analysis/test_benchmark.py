@@ -1,0 +1,251 @@
+"""The benchmark's building blocks: the official-algorithm path, timers, memory, targets, CLI."""
+import csv
+import importlib.util
+import json
+import math
+import os.path as osp
+
+import pytest
+import torch
+
+import mmlinattn  # noqa: F401
+from mmlinattn.analysis import benchmark as bm
+from mmlinattn.analysis.official import OFFICIAL_ATTENTION_OPS, official_algorithm
+from mmlinattn.models.backbones.ravlt import RAVLT
+from mmlinattn.models.backbones.soft import SOFT
+from mmlinattn.models.layers import LayerNorm2d
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DATA = osp.join(ROOT, 'tests', 'data', 'official')
+SMALL_RAVLT = dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[2, 2, 4, 4])
+SMALL_SOFT = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 4])
+
+
+def rel_error(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# official_algorithm
+
+
+def test_official_ravlt_path_matches_the_official_fixture():
+    """The official-algorithm path reproduces the released code's outputs (det fixture)."""
+    with open(osp.join(DATA, 'ravlt_custom.json')) as f:
+        kwargs = json.load(f)['detection_backbone']['kwargs']
+    arch = {k: kwargs[k] for k in ('embed_dims', 'depths', 'num_heads')}
+    model = RAVLT(arch=arch, init_cfg=dict(type='Pretrained',
+                                           checkpoint=osp.join(DATA, 'ravlt_custom_det.pth')))
+    model.init_weights()
+    model.eval()
+    io = torch.load(osp.join(DATA, 'ravlt_custom_io.pt'), weights_only=True)
+    with torch.no_grad(), official_algorithm(model):
+        outs = model(io['batch/input'])
+    for i in range(4):
+        assert rel_error(outs[i], io[f'batch/det_stage{i}']) <= 1e-5
+
+
+def test_official_ravlt_path_equals_fast_path_forward_and_gradients():
+    torch.manual_seed(0)
+    model = RAVLT(arch=SMALL_RAVLT, drop_path_rate=0.0).double()
+    model.init_weights()
+    model.eval()  # BN on running statistics: batch statistics make the input gradient ~1e-10
+    x = torch.randn(2, 3, 72, 88, dtype=torch.float64, requires_grad=True)
+    fast = model(x)
+    grads_fast = torch.autograd.grad(sum(o.square().mean() for o in fast), [x, *model.parameters()])
+    with official_algorithm(model):
+        assert model.stages[3].blocks[0].attn.attn_op is OFFICIAL_ATTENTION_OPS['softmax']
+        ref = model(x)
+        grads_ref = torch.autograd.grad(sum(o.square().mean() for o in ref),
+                                        [x, *model.parameters()])
+    for a, b in zip(fast, ref):
+        assert rel_error(a, b) <= 1e-12
+    for a, b in zip(grads_fast, grads_ref):
+        assert rel_error(a, b) <= 1e-10
+
+
+def test_official_algorithm_restores_the_model_even_on_error():
+    model = RAVLT(arch=SMALL_RAVLT)
+    attn = model.stages[3].blocks[0].attn
+    fast_op = attn.attn_op
+    norm = next(m for m in model.modules() if isinstance(m, LayerNorm2d))
+    with pytest.raises(ZeroDivisionError):
+        with official_algorithm(model):
+            assert attn.attn_op is not fast_op and 'forward' in vars(norm)
+            1 / 0
+    assert attn.attn_op is fast_op
+    assert 'forward' not in vars(norm)
+
+
+def test_official_soft_path_grows_the_landmarks_like_the_released_models():
+    torch.manual_seed(0)
+    bounded = SOFT(arch=SMALL_SOFT, norm=True, max_landmarks=4, drop_path_rate=0.0).eval()
+    official = SOFT(arch=SMALL_SOFT, norm=True, max_landmarks=None, drop_path_rate=0.0).eval()
+    official.load_state_dict(bounded.state_dict())
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        plain = bounded(x)
+        with official_algorithm(bounded):
+            as_official = bounded(x)
+        expected = official(x)
+        restored = bounded(x)
+    assert rel_error(plain[0], expected[0]) > 1e-3          # the bound changes the maths ...
+    for a, b in zip(as_official, expected):                  # ... and the official path undoes it
+        assert rel_error(a, b) <= 1e-6
+    for a, b in zip(restored, plain):
+        assert torch.equal(a, b)
+
+
+def test_official_algorithm_rejects_other_models():
+    with pytest.raises(TypeError, match='needs a RAVLT or SOFT'):
+        with official_algorithm(torch.nn.Conv2d(3, 3, 1)):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement primitives
+
+
+def test_peak_memory_sees_a_temporary_cpu_allocation():
+    with bm.PeakMemory(torch.device('cpu')) as mem:
+        x = torch.ones(96, 2 ** 20)          # 384 MiB, touched
+        x.add_(1)
+        del x
+    assert 330 * bm.MIB < mem.peak < 600 * bm.MIB
+    with bm.PeakMemory(torch.device('cpu')) as idle:
+        pass
+    assert idle.peak < 64 * bm.MIB
+
+
+def test_time_call_counts_calls():
+    calls = []
+    times = bm.time_call(lambda: calls.append(1), torch.device('cpu'), warmup=2, repeats=5)
+    assert len(times) == 5 and len(calls) == 7 and all(t >= 0 for t in times)
+
+
+def test_matmul_rate_is_multiply_adds_per_second():
+    rate = bm.matmul_rate(torch.device('cpu'), size=256, repeats=3)
+    assert 1e7 < rate < 1e13
+
+
+def test_loglog_slope_and_power_law():
+    xs = [4096, 8192, 16384, 65536]
+    assert bm.loglog_slope(xs, [3 * x ** 1.5 for x in xs]) == pytest.approx(1.5)
+    x, e = bm.power_law_solve(100, 10, 400, 160, 2560)
+    assert e == pytest.approx(2.0) and x == pytest.approx(1600)
+    with pytest.raises(ValueError):
+        bm.loglog_slope([1], [1])
+
+
+def test_op_rows_compute_what_they_name():
+    from mmlinattn.ops import rope_softmax_attention_reference
+    ops = bm.OPS()
+    t = bm.make_op_inputs(120, 1, 2, 16, torch.device('cpu'), False)
+    assert t['sin'].shape == (120, 16)
+    sdpa = ops['RoPE softmax via SDPA (ours; RAVLT stages 3-4)'].fn(t)
+    explicit = ops['RoPE softmax explicit (official)'].fn(t)
+    assert rel_error(sdpa, rope_softmax_attention_reference(t['q'], t['k'], t['v'], t['sin'],
+                                                            t['cos'])) < 1e-5
+    assert rel_error(sdpa, explicit) < 1e-5
+    # bounded and official SOFT rows agree while N / 64 <= 256 landmarks
+    t = bm.make_op_inputs(4096, 1, 2, 16, torch.device('cpu'), False)
+    assert torch.equal(ops['SOFT++ attention (m<=256)'].fn(t),
+                       ops['SOFT++ attention (official m=N/64)'].fn(t))
+
+
+def test_every_backbone_row_builds_and_official_rows_share_weights():
+    assert {'Swin-T', 'PVTv2-b2', 'RAVLT-S', 'SOFT++-S (bounded)'} <= set(bm.BACKBONES)
+    spec = bm.BACKBONES['RAVLT-T (official alg.)']
+    assert spec.role == 'official' and spec.official_of == 'RAVLT-T'
+    a = bm.build_backbone(bm.BACKBONES['RAVLT-T'], torch.device('cpu'))
+    b = bm.build_backbone(spec, torch.device('cpu'))
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+# ---------------------------------------------------------------------------------------------
+# the tool's arithmetic
+
+
+def _row(model, size, fwd, mem=100.0, role='ours', **extra):
+    h, w = (int(v) for v in size.split('x'))
+    return dict(model=model, role=role, input=size, pixels=h * w, fwd_s=fwd, fwdbwd_s=3 * fwd,
+                peak_fwd_mib=mem, peak_fwdbwd_mib=2 * mem, status='ok', **extra)
+
+
+def test_ratios_targets_and_largest_square():
+    tool = load_tool()
+    rows = [_row('RAVLT-S', '800x1344', 2.0, achieved_gflops_s=20.0),
+            _row('RAVLT-S (official alg.)', '800x1344', 4.0, role='official'),
+            _row('Swin-T', '800x1344', 2.5, role='peer'),
+            _row('SOFT++-S (bounded)', '800x1344', 1.0),
+            _row('SOFT++-S (official alg.)', '800x1344', 30.0, role='official'),
+            _row('SOFT++-S (bounded)', '512x512', 0.5, mem=100.0),
+            _row('SOFT++-S (bounded)', '2048x2048', 0.5 * 16 * 1.1 ** 4, mem=1600.0)]
+    ops = []
+    for n in (1024, 4096, 16384, 65536):
+        ops.append(dict(op='RALA', role='ours', tokens=n, fwd_s=n * 1e-6, fwdbwd_s=n * 1e-6,
+                        peak_fwdbwd_mib=n / 1024.0, status='ok'))
+        ops.append(dict(op=tool.BASELINE_OP, role='baseline', tokens=n, fwd_s=n * 2e-6,
+                        fwdbwd_s=(n / 4096) ** 2 * 4096e-6, peak_fwdbwd_mib=1.0, status='ok'))
+    tool.add_ratios(rows, ops)
+    assert rows[0]['fwd_vs_official'] == pytest.approx(0.5)
+    assert rows[0]['fwd_vs_swin_t'] == pytest.approx(0.8)
+    train = [dict(model='Mask R-CNN RAVLT-S', input='2x800x1344', step_s=9.0, status='ok'),
+             dict(model='Mask R-CNN Swin-T', input='2x800x1344', step_s=10.0, status='ok')]
+    targets = {t['target']: t for t in tool.evaluate_targets(rows, ops, train, 100e9)}
+    assert targets['RAVLT-S forward 800x1344, time vs official algorithm']['met'] is True
+    assert targets['Mask R-CNN train step RAVLT-S / Swin-T']['measured'] == pytest.approx(0.9)
+    speedup = targets['SOFT++-S bounded vs official algorithm, 800x1344 speed-up']
+    assert speedup['measured'] == pytest.approx(30.0) and speedup['met']
+    growth = next(v for k, v in targets.items() if k.startswith('SOFT++-S bounded, time per'))
+    assert growth['measured'] == pytest.approx(1.1) and growth['met']
+    slope = targets['RALA: peak memory log-log slope 4k-64k tokens']
+    assert slope['measured'] == pytest.approx(1.0) and slope['met']
+    # RALA fwd+bwd: 1x SDPA at 4096 tokens (not faster), faster from 16384 on
+    assert targets['RALA: fwd+bwd faster than SDPA from N tokens on']['measured'] == 16384
+    assert targets['RAVLT-S: achieved FLOP/s / float32 matmul FLOP/s']['measured'] == \
+        pytest.approx(0.2)
+    assert targets['SOFT++ attention (m<=256): peak memory log-log slope 4k-64k tokens'][
+        'met'] is None                                      # no rows for it: not measured
+    squares = tool.largest_square(rows)
+    side = squares['SOFT++-S (bounded)']['side']
+    assert side == pytest.approx(math.sqrt(16 * 1024 / 1600) * 2048, rel=1e-3)
+
+
+def test_quick_cli_run_writes_every_artifact(tmp_path):
+    tool = load_tool()
+    tool.main(['--quick', '--out', str(tmp_path), '--models', 'RAVLT-T', 'RAVLT-T (official alg.)',
+               '--sizes', '64x64', '64x96', '--tokens', '256', '--skip-train-step',
+               '--flops-size', '64x64', '--repeats', '1'])
+    with open(tmp_path / 'resolution.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['model'], r['input'], r['status']) for r in rows] == [
+        ('RAVLT-T', '64x64', 'ok'), ('RAVLT-T', '64x96', 'ok'),
+        ('RAVLT-T (official alg.)', '64x64', 'ok'), ('RAVLT-T (official alg.)', '64x96', 'ok')]
+    assert float(rows[0]['gflops']) > 0 and float(rows[0]['fwd_vs_official']) > 0
+    with open(tmp_path / 'ops.csv') as f:
+        ops = list(csv.DictReader(f))
+    assert len(ops) == len(bm.OPS()) and all(r['status'] == 'ok' for r in ops)
+    assert float(next(r for r in ops if r['role'] == 'baseline')['fwd_vs_sdpa']) == 1.0
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['meta']['quick'] and summary['meta']['matmul_gflops_s'] > 0
+    assert (tmp_path / 'resolution.png').stat().st_size > 10_000
+    assert (tmp_path / 'ops.png').stat().st_size > 10_000
+    assert '| target | measured | limit | met |' in (tmp_path / 'summary.md').read_text()
+
+
+def test_cli_rejects_bad_input():
+    tool = load_tool()
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--models', 'RAVLT-X'])
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--sizes', '800by1344'])

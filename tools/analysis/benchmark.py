@@ -1,0 +1,543 @@
+"""Benchmark our backbones and attention ops against peers and the official algorithms.
+
+One command measures, on the detected device (CUDA if present, else CPU):
+
+* **resolution sweep** - forward latency (eval, no grad), forward+backward latency (train mode),
+  peak memory of each, throughput and achieved FLOP/s of backbones: ours (RAVLT, SOFT++ with
+  bounded landmarks), the same weights on the released code's algorithm
+  (:mod:`mmlinattn.analysis.official`), and mmdet's Swin-T and PVTv2-b2;
+* **token sweep** - the attention ops alone (RALA, SOFT++ attention with bounded and with
+  growing landmark counts, RAVLT's RoPE softmax via SDPA and explicitly) against plain softmax
+  attention through ``torch.nn.functional.scaled_dot_product_attention`` (the baseline);
+* **training step** - one Mask R-CNN optimiser step with RAVLT-S and with Swin-T;
+* the machine's float32 matmul rate, so achieved FLOP/s are a fraction of it.
+
+Times are medians of ``--repeats`` calls after ``--warmup``; every ratio is against a row of the
+same run. Results: ``resolution.csv``, ``ops.csv``, ``train_step.csv``, ``summary.json``,
+``summary.md`` (the targets of issue 6 with measured values) and PNG plots in ``--out``
+(default ``docs/benchmarks``). ``--quick`` runs a reduced sweep in under 2 minutes on 2 CPU cores.
+Examples::
+
+    python tools/analysis/benchmark.py --quick --out /tmp/bench
+    python tools/analysis/benchmark.py                         # full sweep into docs/benchmarks
+    python tools/analysis/benchmark.py --models RAVLT-S Swin-T --sizes 800x1344 --skip-ops
+"""
+import argparse
+import csv
+import datetime
+import json
+import logging
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import warnings
+
+# Pin glibc's mmap threshold before torch allocates anything, so freed large tensors leave the
+# resident set at once and the CPU peak-memory sampler sees live memory (see
+# mmlinattn.analysis.benchmark). Re-exec once with it set; harmless elsewhere.
+if __name__ == '__main__' and 'MALLOC_MMAP_THRESHOLD_' not in os.environ:
+    os.environ['MALLOC_MMAP_THRESHOLD_'] = str(1 << 20)
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+from mmlinattn.analysis import benchmark as bm  # noqa: E402
+
+FULL_SIZES = ('224x224', '512x512', '800x1344', '1024x1024', '2048x2048')
+QUICK_SIZES = ('224x224', '512x512')
+FULL_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
+QUICK_TOKENS = (1024, 4096, 16384)
+FULL_MODELS = ('RAVLT-T', 'RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
+               'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
+QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
+                'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
+BASELINE_MODEL = 'Swin-T'
+BASELINE_OP = 'softmax attention via SDPA (baseline)'
+MEMORY_BUDGET_GIB = 16
+
+
+def parse_size(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+        assert h > 0 and w > 0
+    except (ValueError, AssertionError):
+        raise argparse.ArgumentTypeError(f'size {text!r} must look like 800x1344 (HxW)')
+    return h, w
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog='\n'.join(__doc__.splitlines()[1:]))
+    p.add_argument('--quick', action='store_true', help='reduced sweep (< 2 min on 2 CPU cores)')
+    p.add_argument('--out', default='docs/benchmarks', help='output folder')
+    p.add_argument('--device', default='auto', help="'auto' (CUDA if present), 'cpu', 'cuda'")
+    p.add_argument('--models', nargs='+', help=f'backbone rows; known: {sorted(bm.BACKBONES)}')
+    p.add_argument('--sizes', nargs='+', type=parse_size, help='HxW inputs of the sweep')
+    p.add_argument('--tokens', nargs='+', type=int, help='token counts of the op sweep')
+    p.add_argument('--op-shape', nargs=3, type=int, default=(2, 2, 32),
+                   metavar=('BATCH', 'HEADS', 'HEAD_DIM'), help='op sweep q/k/v shape')
+    p.add_argument('--repeats', type=int, help='timed calls per point (median; default 3, 2 quick)')
+    p.add_argument('--warmup', type=int, default=1, help='untimed calls first')
+    p.add_argument('--max-call-seconds', type=float,
+                   help='skip a point whose predicted call time exceeds this (default 60, 5 quick)')
+    p.add_argument('--max-quadratic-gib', type=float, default=8.0,
+                   help='skip explicit N x N attention needing more than this')
+    p.add_argument('--train-shape', type=parse_size,
+                   help='Mask R-CNN training-step input (default 800x1344, quick 256x384)')
+    p.add_argument('--flops-size', type=parse_size,
+                   help='input of the achieved-FLOP/s column (default 800x1344, quick 512x512)')
+    p.add_argument('--skip-ops', action='store_true')
+    p.add_argument('--skip-backbones', action='store_true')
+    p.add_argument('--skip-train-step', action='store_true')
+    p.add_argument('--no-plots', action='store_true')
+    args = p.parse_args(argv)
+    q = args.quick
+    args.models = args.models or list(QUICK_MODELS if q else FULL_MODELS)
+    unknown = [m for m in args.models if m not in bm.BACKBONES]
+    if unknown:
+        p.error(f'unknown model(s) {unknown}; choose from {sorted(bm.BACKBONES)}')
+    args.sizes = args.sizes or [parse_size(s) for s in (QUICK_SIZES if q else FULL_SIZES)]
+    args.tokens = args.tokens or list(QUICK_TOKENS if q else FULL_TOKENS)
+    args.repeats = args.repeats or (2 if q else 3)
+    args.max_call_seconds = args.max_call_seconds or (5.0 if q else 60.0)
+    args.train_shape = args.train_shape or ((256, 384) if q else (800, 1344))
+    args.flops_size = args.flops_size or ((512, 512) if q else (800, 1344))
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        p.error('--device cuda given but torch sees no CUDA device; use --device cpu')
+    return args
+
+
+class Progress:
+    """A one-line progress bar on stderr (rich, which mmengine already depends on)."""
+
+    def __init__(self, total: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                   TextColumn, TimeElapsedColumn)
+        self._bar = RichProgress(TextColumn('{task.description:<58}'), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+        self._task = self._bar.add_task('benchmark', total=total)
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._bar.__exit__(*exc)
+
+    def step(self, description: str):
+        self._bar.update(self._task, description=description[:58])
+
+    def done(self):
+        self._bar.advance(self._task)
+
+    def log(self, message: str):
+        self._bar.console.print(message)
+
+
+def _predict(history, size_key):
+    """Predicted seconds at ``size_key`` from the last measured points of one row."""
+    if not history:
+        return 0.0
+    (x1, t1), = history[-1:]
+    if len(history) >= 2:
+        (x0, t0) = history[-2]
+        exponent = min(3.0, max(1.0, bm.loglog_slope([x0, x1], [t0, t1])))
+    else:
+        exponent = 2.0
+    return t1 * (size_key / x1) ** exponent
+
+
+def _measure(step_fwd, step_bwd, device, args, wrap):
+    """Times and peak memory of a forward and a forward+backward step."""
+    with wrap():
+        fwd = statistics.median(bm.time_call(step_fwd, device, args.warmup, args.repeats))
+        with bm.PeakMemory(device) as mem_fwd:
+            step_fwd()
+        bwd = statistics.median(bm.time_call(step_bwd, device, args.warmup, args.repeats))
+        with bm.PeakMemory(device) as mem_bwd:
+            step_bwd()
+    return fwd, bwd, mem_fwd.peak / bm.MIB, mem_bwd.peak / bm.MIB
+
+
+def _null():
+    from contextlib import nullcontext
+    return nullcontext()
+
+
+def _skip_row(common, reason):
+    return dict(common, status=f'skipped: {reason}')
+
+
+def run_backbones(args, device, progress, rows):
+    from mmlinattn.analysis import count_backbone_flops
+    from mmlinattn.analysis.official import official_algorithm
+    for name in args.models:
+        spec = bm.BACKBONES[name]
+        progress.step(f'build {name}')
+        model = bm.build_backbone(spec, device)
+        wrap = (lambda m=model: official_algorithm(m)) if spec.role == 'official' else _null
+        history = []
+        for h, w in args.sizes:
+            progress.step(f'{name} {h}x{w}')
+            common = dict(model=name, role=spec.role, input=f'{h}x{w}', pixels=h * w)
+            predicted = _predict(history, h * w)
+            if predicted > args.max_call_seconds:
+                rows.append(_skip_row(common, f'predicted {predicted:.0f} s per call > '
+                                      f'--max-call-seconds {args.max_call_seconds:g}'))
+                progress.done()
+                continue
+            if spec.role == 'official' and name.startswith('RAVLT'):
+                need = _ravlt_attention_gib(model, h, w)
+                if need > args.max_quadratic_gib:
+                    rows.append(_skip_row(common, f'explicit attention needs {need:.1f} GiB > '
+                                          f'--max-quadratic-gib {args.max_quadratic_gib:g}'))
+                    progress.done()
+                    continue
+            image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+            try:
+                fwd, bwd, mem_f, mem_b = _measure(bm.backbone_step(model, image, False),
+                                                  bm.backbone_step(model, image, True),
+                                                  device, args, wrap)
+            except (RuntimeError, MemoryError) as err:  # out of memory on this device
+                rows.append(_skip_row(common, f'failed: {str(err).splitlines()[0][:80]}'))
+                progress.done()
+                continue
+            history.append((h * w, fwd))
+            row = dict(common, fwd_s=fwd, fwdbwd_s=bwd, peak_fwd_mib=mem_f, peak_fwdbwd_mib=mem_b,
+                       img_per_s=1.0 / fwd, status='ok')
+            if (h, w) == tuple(args.flops_size) and spec.role != 'official':
+                progress.step(f'{name} {h}x{w} FLOPs')
+                model.eval()
+                with torch.no_grad():
+                    flops = count_backbone_flops(model.cpu(), (h, w)).total
+                model.to(device)
+                row.update(gflops=flops / 1e9, achieved_gflops_s=flops / fwd / 1e9)
+            rows.append(row)
+            progress.done()
+        del model
+
+
+def _ravlt_attention_gib(model, h, w):
+    """Bytes of the explicit attention matrices (scores + softmax) of the largest RAVLT stage."""
+    worst = 0
+    for i, stage in enumerate(model.stages):
+        if model.attn_types[i] != 'softmax':
+            continue
+        side_h, side_w = h, w
+        for _ in range(i + 2):
+            side_h, side_w = -(-side_h // 2), -(-side_w // 2)
+        heads = model.arch['num_heads'][i]
+        worst = max(worst, 2 * heads * (side_h * side_w) ** 2 * 4)
+    return worst / 2 ** 30
+
+
+def run_ops(args, device, progress, rows):
+    batch, heads, head_dim = args.op_shape
+    for name, spec in bm.OPS().items():
+        history = []
+        for tokens in args.tokens:
+            progress.step(f'op {name[:40]} {tokens}')
+            common = dict(op=name, role=spec.role, tokens=tokens)
+            predicted = _predict(history, tokens)
+            if predicted > args.max_call_seconds:
+                rows.append(_skip_row(common, f'predicted {predicted:.0f} s per call > '
+                                      f'--max-call-seconds {args.max_call_seconds:g}'))
+                progress.done()
+                continue
+            need = 2 * batch * heads * tokens ** 2 * 4 / 2 ** 30
+            if spec.quadratic_memory and need > args.max_quadratic_gib:
+                rows.append(_skip_row(common, f'explicit attention needs {need:.1f} GiB > '
+                                      f'--max-quadratic-gib {args.max_quadratic_gib:g}'))
+                progress.done()
+                continue
+            inputs = bm.make_op_inputs(tokens, batch, heads, head_dim, device, True)
+            fwd, bwd, mem_f, mem_b = _measure(bm.op_step(spec, inputs, False),
+                                              bm.op_step(spec, inputs, True), device, args, _null)
+            history.append((tokens, fwd))
+            rows.append(dict(common, fwd_s=fwd, fwdbwd_s=bwd, peak_fwd_mib=mem_f,
+                             peak_fwdbwd_mib=mem_b, tokens_per_s=batch * tokens / fwd,
+                             status='ok'))
+            progress.done()
+
+
+TRAIN_CONFIGS = {
+    'Mask R-CNN RAVLT-S': 'configs/maskrcnn_ravlt_s_coco.py',
+    'Mask R-CNN Swin-T': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+}
+
+
+def run_train_step(args, device, progress, rows):
+    """One AdamW step of Mask R-CNN (5 random instances per image) per backbone."""
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    from mmengine.model import revert_sync_batchnorm
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    h, w = args.train_shape
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    for name, path in TRAIN_CONFIGS.items():
+        progress.step(f'train step {name} {h}x{w}')
+        cfg = (get_config(path) if path.startswith('mmdet::') else
+               Config.fromfile(osp.join(root, path)))
+        cfg.model.backbone.init_cfg = None          # no downloads; weights do not change speed
+        torch.manual_seed(0)
+        model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)
+        model.init_weights()
+        model.train()
+        optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, h, w)] * 2, num_items=[5, 5],
+                                num_classes=80, with_mask=True)
+        data = model.data_preprocessor(packed, True)
+
+        def step():
+            losses = model(**data, mode='loss')
+            loss, _ = model.parse_losses(losses)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+
+        times = bm.time_call(step, device, args.warmup, args.repeats)
+        with bm.PeakMemory(device) as mem:
+            step()
+        rows.append(dict(model=name, input=f'2x{h}x{w}', step_s=statistics.median(times),
+                         peak_mib=mem.peak / bm.MIB, status='ok'))
+        progress.done()
+        del model, optim
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+def _write_csv(path, rows):
+    if not rows:
+        return
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v)
+                             for k, v in row.items()})
+
+
+def add_ratios(backbone_rows, op_rows):
+    """Ratios against the baseline / official rows of the same run (in place)."""
+    ok = [r for r in backbone_rows if r['status'] == 'ok']
+    by = {(r['model'], r['input']): r for r in ok}
+    for r in ok:
+        base = by.get((BASELINE_MODEL, r['input']))
+        if base:
+            r['fwd_vs_swin_t'] = r['fwd_s'] / base['fwd_s']
+            r['fwdbwd_vs_swin_t'] = r['fwdbwd_s'] / base['fwdbwd_s']
+        ref = next((s.name for s in bm.BACKBONES.values() if s.official_of == r['model']), None)
+        if ref and (ref, r['input']) in by:
+            r['fwd_vs_official'] = r['fwd_s'] / by[(ref, r['input'])]['fwd_s']
+    ops_ok = {(r['op'], r['tokens']): r for r in op_rows if r['status'] == 'ok'}
+    for r in op_rows:
+        base = ops_ok.get((BASELINE_OP, r['tokens']))
+        if r['status'] == 'ok' and base:
+            r['fwd_vs_sdpa'] = r['fwd_s'] / base['fwd_s']
+            r['fwdbwd_vs_sdpa'] = r['fwdbwd_s'] / base['fwdbwd_s']
+
+
+def largest_square(backbone_rows, budget_gib=MEMORY_BUDGET_GIB):
+    """Largest square forward input per backbone within ``budget_gib``, extrapolated.
+
+    Power law through the two largest measured square inputs' forward peaks.
+    """
+    out = {}
+    for name in dict.fromkeys(r['model'] for r in backbone_rows):
+        squares = sorted((r['pixels'], r['peak_fwd_mib']) for r in backbone_rows
+                         if r['model'] == name and r['status'] == 'ok'
+                         and r['input'].split('x')[0] == r['input'].split('x')[1]
+                         and r.get('peak_fwd_mib', 0) > 0)
+        if len(squares) < 2:
+            continue
+        (p0, m0), (p1, m1) = squares[-2:]
+        if m1 <= m0:
+            continue
+        pixels, exponent = bm.power_law_solve(p0, m0, p1, m1, budget_gib * 1024)
+        out[name] = dict(side=int(pixels ** 0.5), memory_exponent=exponent,
+                         from_inputs=f'{int(p0 ** 0.5)}^2, {int(p1 ** 0.5)}^2')
+    return out
+
+
+def _get(rows, key, **match):
+    for r in rows:
+        if r['status'] == 'ok' and all(r.get(k) == v for k, v in match.items()):
+            return r.get(key)
+    return None
+
+
+def evaluate_targets(backbone_rows, op_rows, train_rows, matmul_rate):
+    """The issue-6 targets as ``(target, measured, limit, met)`` records (``met`` None: n/a)."""
+    t = []
+
+    def add(target, value, limit, better, detail=''):
+        met = None if value is None else (value <= limit if better == 'lower' else value >= limit)
+        t.append(dict(target=target, measured=value, limit=limit, met=met, detail=detail))
+
+    fwd = _get(backbone_rows, 'fwd_vs_official', model='RAVLT-S', input='800x1344')
+    add('RAVLT-S forward 800x1344, time vs official algorithm', fwd, 0.7, 'lower')
+    rav = _get(train_rows, 'step_s', model='Mask R-CNN RAVLT-S')
+    swin = _get(train_rows, 'step_s', model='Mask R-CNN Swin-T')
+    add('Mask R-CNN train step RAVLT-S / Swin-T',
+        rav / swin if rav and swin else None, 1.0, 'lower',
+        next((f'input {r["input"]}' for r in train_rows), ''))
+    ours = _get(backbone_rows, 'fwd_s', model='SOFT++-S (bounded)', input='800x1344')
+    off = _get(backbone_rows, 'fwd_s', model='SOFT++-S (official alg.)', input='800x1344')
+    add('SOFT++-S bounded vs official algorithm, 800x1344 speed-up',
+        off / ours if ours and off else None, 20.0, 'higher')
+    small = _get(backbone_rows, 'fwd_s', model='SOFT++-S (bounded)', input='512x512')
+    large = _get(backbone_rows, 'fwd_s', model='SOFT++-S (bounded)', input='2048x2048')
+    growth = (large / small) ** 0.25 / 2 if small and large else None
+    add('SOFT++-S bounded, time per pixel growth per doubling of pixels 512^2 -> 2048^2',
+        growth, 1.15, 'lower', 'time(2P)/(2 time(P)), geometric mean over 4 doublings')
+    for op in ('RALA', 'SOFT++ attention (m<=256)'):
+        pts = sorted((r['tokens'], r['peak_fwdbwd_mib']) for r in op_rows
+                     if r['op'] == op and r['status'] == 'ok' and 4096 <= r['tokens'] <= 65536
+                     and r['peak_fwdbwd_mib'] > 0)
+        slope = bm.loglog_slope(*zip(*pts)) if len(pts) >= 2 and pts[-1][0] == 65536 else None
+        add(f'{op}: peak memory log-log slope 4k-64k tokens', slope, 1.05, 'lower')
+        faster = None
+        rows = sorted((r['tokens'], r.get('fwdbwd_vs_sdpa')) for r in op_rows
+                      if r['op'] == op and r['status'] == 'ok' and r.get('fwdbwd_vs_sdpa'))
+        for i in range(len(rows)):
+            if all(ratio < 1 for _, ratio in rows[i:]):
+                faster = rows[i][0]
+                break
+        add(f'{op}: fwd+bwd faster than SDPA from N tokens on', faster, 4096, 'lower',
+            'None: not faster at the largest measured N')
+    for model in ('RAVLT-S', 'SOFT++-S (bounded)'):
+        rate = next((r['achieved_gflops_s'] for r in backbone_rows
+                     if r['model'] == model and r.get('achieved_gflops_s')), None)
+        add(f'{model}: achieved FLOP/s / float32 matmul FLOP/s',
+            rate * 1e9 / matmul_rate if rate else None, 0.5, 'higher')
+    return t
+
+
+def write_summary_md(path, meta, targets, squares, train_rows):
+    lines = [f'# Benchmark summary ({meta["date"]})', '',
+             f'Device: {meta["device_name"]}, {meta["threads"]} threads; torch '
+             f'{meta["torch"]}; float32 matmul {meta["matmul_gflops_s"]:.1f} G multiply-adds/s; '
+             f'mode: {"quick" if meta["quick"] else "full"}.', '',
+             '| target | measured | limit | met |', '|---|---|---|---|']
+    for t in targets:
+        value = '-' if t['measured'] is None else f'{t["measured"]:.3g}'
+        met = {True: 'yes', False: 'no', None: 'not measured'}[t['met']]
+        lines.append(f'| {t["target"]} | {value} | {t["limit"]:g} | {met} |')
+    lines += ['', f'Largest square forward input within {MEMORY_BUDGET_GIB} GiB (power law through '
+              'the two largest measured squares; an extrapolation):', '',
+              '| backbone | side (px) | memory exponent | from |', '|---|---|---|---|']
+    for name, s in squares.items():
+        lines.append(f'| {name} | {s["side"]} | {s["memory_exponent"]:.2f} | '
+                     f'{s["from_inputs"]} |')
+    if train_rows:
+        lines += ['', '| training step | input | time (s) | peak memory (MiB) |',
+                  '|---|---|---|---|']
+        for r in train_rows:
+            lines.append(f'| {r["model"]} | {r["input"]} | {r["step_s"]:.2f} | '
+                         f'{r["peak_mib"]:.0f} |')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def plot(out, backbone_rows, op_rows):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    written = []
+    for rows, key, xlabel, fname in ((backbone_rows, 'model', 'pixels', 'resolution'),
+                                     (op_rows, 'op', 'tokens', 'ops')):
+        ok = [r for r in rows if r['status'] == 'ok']
+        if not ok:
+            continue
+        xkey = 'pixels' if key == 'model' else 'tokens'
+        fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+        for name in dict.fromkeys(r[key] for r in ok):
+            pts = sorted((r[xkey], r['fwd_s'], r['fwdbwd_s'], r['peak_fwdbwd_mib'])
+                         for r in ok if r[key] == name)
+            xs = [p[0] for p in pts]
+            style = '--' if any(r['role'] in ('official', 'baseline', 'peer')
+                                for r in ok if r[key] == name) else '-'
+            for ax, i in zip(axes, (1, 2, 3)):
+                ax.plot(xs, [max(p[i], 1e-6) for p in pts], style, marker='o', label=name)
+        for ax, title in zip(axes, ('forward (s)', 'forward+backward (s)',
+                                    'peak memory fwd+bwd (MiB)')):
+            ax.set_xscale('log')
+            ax.set_yscale('log')
+            ax.set_xlabel(xlabel)
+            ax.set_title(title)
+            ax.grid(True, which='both', alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        path = osp.join(out, f'{fname}.png')
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine').setLevel(logging.WARNING)  # no init_weights reports
+    os.makedirs(args.out, exist_ok=True)
+    started = datetime.datetime.now()
+    meta = dict(date=started.strftime('%Y-%m-%d %H:%M'), quick=args.quick,
+                torch=torch.__version__, threads=torch.get_num_threads(),
+                device=str(device), platform=platform.platform(),
+                device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
+                             else f'CPU {platform.processor() or platform.machine()} '
+                                  f'x{os.cpu_count()}'),
+                repeats=args.repeats, warmup=args.warmup)
+    meta['matmul_gflops_s'] = bm.matmul_rate(device) / 1e9
+    total = ((0 if args.skip_backbones else len(args.models) * len(args.sizes))
+             + (0 if args.skip_ops else len(bm.OPS()) * len(args.tokens))
+             + (0 if args.skip_train_step else len(TRAIN_CONFIGS)))
+    backbone_rows, op_rows, train_rows = [], [], []
+    with Progress(total) as progress:
+        progress.log(f'float32 matmul: {meta["matmul_gflops_s"]:.1f} G multiply-adds/s on '
+                     f'{meta["device_name"]}')
+        if not args.skip_backbones:
+            run_backbones(args, device, progress, backbone_rows)
+        if not args.skip_ops:
+            run_ops(args, device, progress, op_rows)
+        if not args.skip_train_step:
+            run_train_step(args, device, progress, train_rows)
+        progress.step('done')
+    add_ratios(backbone_rows, op_rows)
+    targets = evaluate_targets(backbone_rows, op_rows, train_rows,
+                               meta['matmul_gflops_s'] * 1e9)
+    squares = largest_square(backbone_rows)
+    meta['seconds'] = (datetime.datetime.now() - started).total_seconds()
+    _write_csv(osp.join(args.out, 'resolution.csv'), backbone_rows)
+    _write_csv(osp.join(args.out, 'ops.csv'), op_rows)
+    _write_csv(osp.join(args.out, 'train_step.csv'), train_rows)
+    with open(osp.join(args.out, 'summary.json'), 'w') as f:
+        json.dump(dict(meta=meta, targets=targets, largest_square_16gib=squares), f, indent=2)
+    write_summary_md(osp.join(args.out, 'summary.md'), meta, targets, squares, train_rows)
+    written = [] if args.no_plots else plot(args.out, backbone_rows, op_rows)
+    with open(osp.join(args.out, 'summary.md')) as f:
+        print(f.read())
+    print(f'wrote {args.out}/{{resolution,ops,train_step}}.csv, summary.json, summary.md'
+          + (f', {", ".join(osp.basename(p) for p in written)}' if written else '')
+          + f' in {meta["seconds"]:.0f} s')
+
+
+if __name__ == '__main__':
+    main()
