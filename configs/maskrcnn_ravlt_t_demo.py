@@ -26,6 +26,9 @@ model = dict(
         arch=dict(embed_dims=embed_dims, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
+        # No per-pixel LayerNorm on the outputs: from scratch it blows flat background up to unit
+        # variance and the RoI heads stall (see the RAVLT docstring, ``out_norm_cfg``).
+        out_norm_cfg=None,
         init_cfg=None),
     neck=dict(in_channels=embed_dims, out_channels=128),
     # Demo objects are 15-90 px in 256x256 images: anchors of 16-256 px (scale 4 on strides 4-64)

@@ -275,8 +275,8 @@ def _soft_op(max_landmarks: Optional[int]):
 
 def _ops() -> Dict[str, OpSpec]:
     import torch.nn.functional as F
-    from ..ops import (rank_augmented_linear_attention, rope_softmax_attention,
-                       rope_softmax_attention_reference)
+    from ..ops import rank_augmented_linear_attention, rope_softmax_attention
+    from .official import rope_softmax_attention_official
     return {spec.name: spec for spec in [
         OpSpec('RALA', lambda t: rank_augmented_linear_attention(t['q'], t['k'], t['v'], t['sin'],
                                                                  t['cos'])),
@@ -285,8 +285,8 @@ def _ops() -> Dict[str, OpSpec]:
         OpSpec('RoPE softmax via SDPA (ours; RAVLT stages 3-4)',
                lambda t: rope_softmax_attention(t['q'], t['k'], t['v'], t['sin'], t['cos'])),
         OpSpec('RoPE softmax explicit (official)',
-               lambda t: rope_softmax_attention_reference(t['q'], t['k'], t['v'], t['sin'],
-                                                          t['cos']), 'official', True),
+               lambda t: rope_softmax_attention_official(t['q'], t['k'], t['v'], t['sin'],
+                                                         t['cos']), 'official', True),
         OpSpec('softmax attention via SDPA (baseline)',
                lambda t: F.scaled_dot_product_attention(t['q'], t['k'], t['v']), 'baseline'),
     ]}

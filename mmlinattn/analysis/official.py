@@ -26,14 +26,29 @@ import torch.nn.functional as F
 from ..models.backbones.ravlt import RAVLT, GatedRoPEAttention
 from ..models.backbones.soft import SOFT, SoftmaxFreeAttention
 from ..models.layers import LayerNorm2d
-from ..ops import rank_augmented_linear_attention, rope_softmax_attention_reference
+from ..ops import apply_rope, rank_augmented_linear_attention
 
-__all__ = ['OFFICIAL_ATTENTION_OPS', 'official_algorithm']
+__all__ = ['OFFICIAL_ATTENTION_OPS', 'official_algorithm', 'rope_softmax_attention_official']
 
-#: Attention op per RAVLT ``attn_type`` on the official-algorithm path.
+
+def rope_softmax_attention_official(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                    sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """RAVLT's stage 3-4 attention in the released code's order: rotate q and k with the real
+    ``x cos + rotate_pairs(x) sin`` form, build ``softmax(q k^T / sqrt(d))`` (``N x N`` per head)
+    and multiply by v.
+
+    Equals :func:`mmlinattn.ops.rope_softmax_attention` (tested); shapes as there.
+    """
+    q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    attn = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5                 # (B, h, N, N)
+    return attn.softmax(dim=-1) @ v
+
+
+#: Attention op per RAVLT ``attn_type`` on the official-algorithm path. The released RALA order
+#: is already the order of our linear op, so stages 1-2 run the same function.
 OFFICIAL_ATTENTION_OPS: Dict[str, Callable] = {
     'linear': rank_augmented_linear_attention,
-    'softmax': rope_softmax_attention_reference,
+    'softmax': rope_softmax_attention_official,
 }
 
 

@@ -156,6 +156,30 @@ def test_out_indices_select_outputs_and_norms():
         ['out_norms.1.weight', 'out_norms.1.bias', 'out_norms.3.weight', 'out_norms.3.bias']
 
 
+def test_out_norm_cfg_changes_or_removes_the_output_norms():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 96)
+    default = RAVLT(arch=SMALL_ARCH).eval()
+    assert all(isinstance(n, ravlt_module.LayerNorm2d) and n.eps == 1e-6
+               for n in default.out_norms.values())
+    plain = RAVLT(arch=SMALL_ARCH, out_norm_cfg=None).eval()
+    assert not any(k.startswith('out_norms.') for k in plain.state_dict())
+    plain.load_state_dict(default.state_dict(), strict=False)
+    outs, stages = run_with_stage_outputs(plain, x)
+    for out, stage in zip(outs, stages):
+        assert torch.equal(out, stage)                   # the raw stage outputs
+    _, ref_stages = run_with_stage_outputs(default, x)
+    for a, b in zip(stages, ref_stages):
+        assert torch.equal(a, b)                         # nothing else changed
+    group = RAVLT(arch=SMALL_ARCH, out_norm_cfg=dict(type='GN', num_groups=4)).eval()
+    assert isinstance(group.out_norms['0'], nn.GroupNorm) and group.out_norms['0'].num_groups == 4
+    with torch.no_grad():
+        out0 = group(x)[0]
+    per_group = out0.reshape(2, 4, -1)
+    assert per_group.mean(-1).abs().max() < 1e-5
+    assert (per_group.var(-1, unbiased=False) - 1).abs().max() < 1e-3
+
+
 def test_attention_types_per_stage():
     default = RAVLT(arch=SMALL_ARCH)
     ops = [stage.blocks[0].attn.attn_op for stage in default.stages]

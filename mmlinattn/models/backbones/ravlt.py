@@ -14,13 +14,14 @@ Structure (all tensors channels-first ``(B, C, H, W)``)::
              x = x + drop_path(layer_scale1 * attn(norm1(x)))
              x = x + drop_path(layer_scale2 * ffn(norm2(x)))
 """
+import copy
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmcv.cnn import ConvModule
+from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
@@ -200,8 +201,8 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
     (O(N)); stages 2-3 use global softmax attention (O(N^2), via
     :func:`torch.nn.functional.scaled_dot_product_attention`), as in the official models.
 
-    Every output passes through its own channel-wise LayerNorm (``out_norms``, the official
-    detection backbone's ``extra_norms``). Official ImageNet and mmdet-2.x / mmseg-0.x checkpoints
+    By default every output passes through its own channel-wise LayerNorm (``out_norms``, the
+    official detection backbone's ``extra_norms``; ``out_norm_cfg`` changes or removes it). Official ImageNet and mmdet-2.x / mmseg-0.x checkpoints
     load through ``init_cfg=dict(type='Pretrained', checkpoint=...)``; see
     :mod:`mmlinattn.converters.rala`.
 
@@ -233,6 +234,13 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
             l 0.55). Defaults to None.
         norm_cfg (dict): norm of the stem and downsamplers. The official detection and
             segmentation models use ``dict(type='SyncBN')``. Defaults to ``dict(type='BN')``.
+        out_norm_cfg (dict, optional): norm of each returned feature map, built with
+            :func:`mmcv.cnn.build_norm_layer`; ``None`` returns the stage outputs as they are.
+            Defaults to ``dict(type='LN2d', eps=1e-6)`` (the official detection and segmentation
+            backbones; keep it to load their checkpoints). Training from scratch, a per-pixel
+            LayerNorm rescales flat background to unit variance like an edge, and the small demo
+            Mask R-CNN (``configs/maskrcnn_ravlt_t_demo.py``) only learns boxes and masks without
+            it: on 4 training images after 120 iterations, loss 0.26 without vs 1.20 with.
         frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``
             (parameters and BN statistics). The output norms stay trainable: they are not in
             ImageNet checkpoints. ``-1`` freezes nothing. Defaults to -1.
@@ -289,6 +297,7 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
                  attn_types: Sequence[str] = ('linear', 'linear', 'softmax', 'softmax'),
                  drop_path_rate: Optional[float] = None,
                  norm_cfg: Dict = dict(type='BN'),
+                 out_norm_cfg: Optional[Dict] = dict(type='LN2d', eps=1e-6),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
@@ -329,8 +338,11 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
                     layer_scale_init_value=self.arch['layer_scale_init_values'][i],
                     norm_cfg=norm_cfg,
                     with_cp=with_cp))
+        self.out_norm_cfg = copy.deepcopy(out_norm_cfg)
         self.out_norms = nn.ModuleDict(
-            {str(i): LayerNorm2d(embed_dims[i], eps=1e-6) for i in self.out_indices})
+            {str(i): (nn.Identity() if out_norm_cfg is None else
+                      build_norm_layer(out_norm_cfg, embed_dims[i])[1])
+             for i in self.out_indices})
         self._freeze_stages()
 
     @classmethod
