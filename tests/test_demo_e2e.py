@@ -23,17 +23,13 @@ def run_demo(tmp_path, job):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    'known open problem: the demo RAVLT-T Mask R-CNN trained from scratch for 300 iterations stays '
-    'near chance (bbox mAP 0.007-0.009); the same config with a ResNet-18 overfits 4 images while '
-    'RAVLT plateaus at loss_cls ~0.3, so the RoI heads get little from RAVLT features trained '
-    'from scratch. See the closing note of the foundation issue.'))
 def test_demo_detection_learns(tmp_path):
     det = run_demo(tmp_path, 'det')['metrics']
-    # Chance level for a detector is ~0 mAP; a model that learned localises and classifies shapes.
-    assert det['coco/bbox_mAP_50'] > 0.3, det
-    assert det['coco/bbox_mAP'] > 0.1, det
-    assert det['coco/segm_mAP'] > 0.1, det
+    # Chance level for a detector is ~0 mAP (the demo reached 0.007-0.012 while the output
+    # LayerNorms stalled it); measured 2026-11-21: bbox 0.680 (AP50 0.971), segm 0.792.
+    assert det['coco/bbox_mAP_50'] > 0.6, det
+    assert det['coco/bbox_mAP'] > 0.3, det
+    assert det['coco/segm_mAP'] > 0.3, det
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ FULL_SIZES = ('224x224', '512x512', '800x1344', '1024x1024', '2048x2048')
 QUICK_SIZES = ('224x224', '512x512')
 FULL_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 QUICK_TOKENS = (1024, 4096, 16384)
-FULL_MODELS = ('RAVLT-T', 'RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
+FULL_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
                'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
 QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
                 'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, help='timed calls per point (median; default 3, 2 quick)')
     p.add_argument('--warmup', type=int, default=1, help='untimed calls first')
     p.add_argument('--max-call-seconds', type=float,
-                   help='skip a point whose predicted call time exceeds this (default 60, 5 quick)')
+                   help='skip a point whose predicted call time exceeds this (default 30, 5 quick)')
     p.add_argument('--max-quadratic-gib', type=float, default=8.0,
                    help='skip explicit N x N attention needing more than this')
     p.add_argument('--train-shape', type=parse_size,
@@ -105,7 +105,7 @@ def parse_args(argv=None):
     args.sizes = args.sizes or [parse_size(s) for s in (QUICK_SIZES if q else FULL_SIZES)]
     args.tokens = args.tokens or list(QUICK_TOKENS if q else FULL_TOKENS)
     args.repeats = args.repeats or (2 if q else 3)
-    args.max_call_seconds = args.max_call_seconds or (5.0 if q else 60.0)
+    args.max_call_seconds = args.max_call_seconds or (5.0 if q else 30.0)
     args.train_shape = args.train_shape or ((256, 384) if q else (800, 1344))
     args.flops_size = args.flops_size or ((512, 512) if q else (800, 1344))
     if args.device == 'auto':
@@ -124,6 +124,9 @@ class Progress:
         self._bar = RichProgress(TextColumn('{task.description:<58}'), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
         self._task = self._bar.add_task('benchmark', total=total)
+        # Not a terminal (CI logs, nohup): one plain line per point instead of a redrawn bar.
+        self._plain = not self._bar.console.is_terminal
+        self._total, self._count, self._start = total, 0, datetime.datetime.now()
 
     def __enter__(self):
         self._bar.__enter__()
@@ -134,8 +137,13 @@ class Progress:
 
     def step(self, description: str):
         self._bar.update(self._task, description=description[:58])
+        if self._plain:
+            elapsed = (datetime.datetime.now() - self._start).total_seconds()
+            print(f'[{self._count}/{self._total} {elapsed:6.0f} s] {description}',
+                  file=sys.stderr, flush=True)
 
     def done(self):
+        self._count += 1
         self._bar.advance(self._task)
 
     def log(self, message: str):
@@ -156,15 +164,23 @@ def _predict(history, size_key):
 
 
 def _measure(step_fwd, step_bwd, device, args, wrap):
-    """Times and peak memory of a forward and a forward+backward step."""
+    """Times and peak memory of a forward and (``step_bwd`` not None) a forward+backward step."""
+    bwd = mem_bwd = None
     with wrap():
         fwd = statistics.median(bm.time_call(step_fwd, device, args.warmup, args.repeats))
-        with bm.PeakMemory(device) as mem_fwd:
+        with bm.PeakMemory(device) as mem:
             step_fwd()
-        bwd = statistics.median(bm.time_call(step_bwd, device, args.warmup, args.repeats))
-        with bm.PeakMemory(device) as mem_bwd:
-            step_bwd()
-    return fwd, bwd, mem_fwd.peak / bm.MIB, mem_bwd.peak / bm.MIB
+        mem_fwd = mem.peak / bm.MIB
+        if step_bwd is not None:
+            bwd = statistics.median(bm.time_call(step_bwd, device, args.warmup, args.repeats))
+            with bm.PeakMemory(device) as mem:
+                step_bwd()
+            mem_bwd = mem.peak / bm.MIB
+    return fwd, bwd, mem_fwd, mem_bwd
+
+
+# forward+backward takes about this many forward times (checked against the measurements)
+BACKWARD_FACTOR = 3.0
 
 
 def _null():
@@ -202,17 +218,20 @@ def run_backbones(args, device, progress, rows):
                     progress.done()
                     continue
             image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+            with_bwd = predicted * BACKWARD_FACTOR <= args.max_call_seconds
             try:
-                fwd, bwd, mem_f, mem_b = _measure(bm.backbone_step(model, image, False),
-                                                  bm.backbone_step(model, image, True),
-                                                  device, args, wrap)
+                fwd, bwd, mem_f, mem_b = _measure(
+                    bm.backbone_step(model, image, False),
+                    bm.backbone_step(model, image, True) if with_bwd else None, device, args, wrap)
             except (RuntimeError, MemoryError) as err:  # out of memory on this device
                 rows.append(_skip_row(common, f'failed: {str(err).splitlines()[0][:80]}'))
                 progress.done()
                 continue
             history.append((h * w, fwd))
             row = dict(common, fwd_s=fwd, fwdbwd_s=bwd, peak_fwd_mib=mem_f, peak_fwdbwd_mib=mem_b,
-                       img_per_s=1.0 / fwd, status='ok')
+                       img_per_s=1.0 / fwd,
+                       status='ok' if with_bwd else 'ok (forward only: forward+backward '
+                       'predicted over --max-call-seconds)')
             if (h, w) == tuple(args.flops_size) and spec.role != 'official':
                 progress.step(f'{name} {h}x{w} FLOPs')
                 model.eval()
@@ -275,7 +294,7 @@ TRAIN_CONFIGS = {
 
 
 def run_train_step(args, device, progress, rows):
-    """One AdamW step of Mask R-CNN (5 random instances per image) per backbone."""
+    """One AdamW step of Mask R-CNN (one image, 5 random instances) per backbone."""
     from mmengine.config import Config
     from mmengine.hub import get_config
     from mmengine.model import revert_sync_batchnorm
@@ -295,7 +314,7 @@ def run_train_step(args, device, progress, rows):
         model.init_weights()
         model.train()
         optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, h, w)] * 2, num_items=[5, 5],
+        packed = demo_mm_inputs(batch_size=1, image_shapes=[(3, h, w)], num_items=[5],
                                 num_classes=80, with_mask=True)
         data = model.data_preprocessor(packed, True)
 
@@ -309,7 +328,7 @@ def run_train_step(args, device, progress, rows):
         times = bm.time_call(step, device, args.warmup, args.repeats)
         with bm.PeakMemory(device) as mem:
             step()
-        rows.append(dict(model=name, input=f'2x{h}x{w}', step_s=statistics.median(times),
+        rows.append(dict(model=name, input=f'1x{h}x{w}', step_s=statistics.median(times),
                          peak_mib=mem.peak / bm.MIB, status='ok'))
         progress.done()
         del model, optim
@@ -335,13 +354,14 @@ def _write_csv(path, rows):
 
 def add_ratios(backbone_rows, op_rows):
     """Ratios against the baseline / official rows of the same run (in place)."""
-    ok = [r for r in backbone_rows if r['status'] == 'ok']
+    ok = [r for r in backbone_rows if r['status'].startswith('ok')]
     by = {(r['model'], r['input']): r for r in ok}
     for r in ok:
         base = by.get((BASELINE_MODEL, r['input']))
         if base:
             r['fwd_vs_swin_t'] = r['fwd_s'] / base['fwd_s']
-            r['fwdbwd_vs_swin_t'] = r['fwdbwd_s'] / base['fwdbwd_s']
+            if r['fwdbwd_s'] and base['fwdbwd_s']:
+                r['fwdbwd_vs_swin_t'] = r['fwdbwd_s'] / base['fwdbwd_s']
         ref = next((s.name for s in bm.BACKBONES.values() if s.official_of == r['model']), None)
         if ref and (ref, r['input']) in by:
             r['fwd_vs_official'] = r['fwd_s'] / by[(ref, r['input'])]['fwd_s']
@@ -361,7 +381,7 @@ def largest_square(backbone_rows, budget_gib=MEMORY_BUDGET_GIB):
     out = {}
     for name in dict.fromkeys(r['model'] for r in backbone_rows):
         squares = sorted((r['pixels'], r['peak_fwd_mib']) for r in backbone_rows
-                         if r['model'] == name and r['status'] == 'ok'
+                         if r['model'] == name and r['status'].startswith('ok')
                          and r['input'].split('x')[0] == r['input'].split('x')[1]
                          and r.get('peak_fwd_mib', 0) > 0)
         if len(squares) < 2:
@@ -377,7 +397,7 @@ def largest_square(backbone_rows, budget_gib=MEMORY_BUDGET_GIB):
 
 def _get(rows, key, **match):
     for r in rows:
-        if r['status'] == 'ok' and all(r.get(k) == v for k, v in match.items()):
+        if r['status'].startswith('ok') and all(r.get(k) == v for k, v in match.items()):
             return r.get(key)
     return None
 
@@ -462,19 +482,18 @@ def plot(out, backbone_rows, op_rows):
     written = []
     for rows, key, xlabel, fname in ((backbone_rows, 'model', 'pixels', 'resolution'),
                                      (op_rows, 'op', 'tokens', 'ops')):
-        ok = [r for r in rows if r['status'] == 'ok']
+        ok = [r for r in rows if r['status'].startswith('ok')]
         if not ok:
             continue
         xkey = 'pixels' if key == 'model' else 'tokens'
         fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
         for name in dict.fromkeys(r[key] for r in ok):
-            pts = sorted((r[xkey], r['fwd_s'], r['fwdbwd_s'], r['peak_fwdbwd_mib'])
-                         for r in ok if r[key] == name)
-            xs = [p[0] for p in pts]
-            style = '--' if any(r['role'] in ('official', 'baseline', 'peer')
-                                for r in ok if r[key] == name) else '-'
-            for ax, i in zip(axes, (1, 2, 3)):
-                ax.plot(xs, [max(p[i], 1e-6) for p in pts], style, marker='o', label=name)
+            mine = sorted((r for r in ok if r[key] == name), key=lambda r: r[xkey])
+            style = '--' if mine[0]['role'] in ('official', 'baseline', 'peer') else '-'
+            for ax, metric in zip(axes, ('fwd_s', 'fwdbwd_s', 'peak_fwdbwd_mib')):
+                pts = [(r[xkey], max(r[metric], 1e-6)) for r in mine if r.get(metric) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), style, marker='o', label=name)
         for ax, title in zip(axes, ('forward (s)', 'forward+backward (s)',
                                     'peak memory fwd+bwd (MiB)')):
             ax.set_xscale('log')
