@@ -86,8 +86,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=1, help='untimed calls first')
     p.add_argument('--max-call-seconds', type=float,
                    help='skip a point whose predicted call time exceeds this (default 30, 5 quick)')
-    p.add_argument('--max-quadratic-gib', type=float, default=8.0,
-                   help='skip explicit N x N attention needing more than this')
+    p.add_argument('--max-quadratic-gib', type=float,
+                   help='skip explicit N x N attention needing more than this (default 8, 0.5 quick)')
     p.add_argument('--train-shape', type=parse_size,
                    help='Mask R-CNN training-step input (default 800x1344, quick 256x384)')
     p.add_argument('--flops-size', type=parse_size,
@@ -106,6 +106,7 @@ def parse_args(argv=None):
     args.tokens = args.tokens or list(QUICK_TOKENS if q else FULL_TOKENS)
     args.repeats = args.repeats or (2 if q else 3)
     args.max_call_seconds = args.max_call_seconds or (5.0 if q else 30.0)
+    args.max_quadratic_gib = args.max_quadratic_gib or (0.5 if q else 8.0)
     args.train_shape = args.train_shape or ((256, 384) if q else (800, 1344))
     args.flops_size = args.flops_size or ((512, 512) if q else (800, 1344))
     if args.device == 'auto':
