@@ -33,6 +33,7 @@ import platform
 import statistics
 import sys
 import warnings
+from contextlib import nullcontext
 
 # Pin glibc's mmap threshold before torch allocates anything, so freed large tensors leave the
 # resident set at once and the CPU peak-memory sampler sees live memory (see
@@ -87,7 +88,8 @@ def parse_args(argv=None):
     p.add_argument('--max-call-seconds', type=float,
                    help='skip a point whose predicted call time exceeds this (default 30, 5 quick)')
     p.add_argument('--max-quadratic-gib', type=float,
-                   help='skip explicit N x N attention needing more than this (default 8, 0.5 quick)')
+                   help='skip explicit N x N attention needing more than this '
+                        '(default 8, 0.5 quick)')
     p.add_argument('--train-shape', type=parse_size,
                    help='Mask R-CNN training-step input (default 800x1344, quick 256x384)')
     p.add_argument('--flops-size', type=parse_size,
@@ -188,13 +190,15 @@ def _measure(step_fwd, step_bwd, device, args, wrap):
 BACKWARD_FACTOR = 3.0
 
 
-def _null():
-    from contextlib import nullcontext
-    return nullcontext()
-
-
-def _skip_row(common, reason):
-    return dict(common, status=f'skipped: {reason}')
+def _skip_reason(args, predicted, quadratic_gib=0.0):
+    """Why a point is not measured (None: measure it): the call-time and N x N memory guards."""
+    if predicted > args.max_call_seconds:
+        return (f'predicted {predicted:.0f} s per call > '
+                f'--max-call-seconds {args.max_call_seconds:g}')
+    if quadratic_gib > args.max_quadratic_gib:
+        return (f'explicit attention needs {quadratic_gib:.1f} GiB > '
+                f'--max-quadratic-gib {args.max_quadratic_gib:g}')
+    return None
 
 
 def run_backbones(args, device, progress, rows):
@@ -204,24 +208,19 @@ def run_backbones(args, device, progress, rows):
         spec = bm.BACKBONES[name]
         progress.step(f'build {name}')
         model = bm.build_backbone(spec, device)
-        wrap = (lambda m=model: official_algorithm(m)) if spec.role == 'official' else _null
+        wrap = (lambda m=model: official_algorithm(m)) if spec.role == 'official' else nullcontext
         history = []
         for h, w in args.sizes:
             progress.step(f'{name} {h}x{w}')
             common = dict(model=name, role=spec.role, input=f'{h}x{w}', pixels=h * w)
             predicted = _predict(history, h * w, 2.5 if spec.role == 'official' else 1.0)
-            if predicted > args.max_call_seconds:
-                rows.append(_skip_row(common, f'predicted {predicted:.0f} s per call > '
-                                      f'--max-call-seconds {args.max_call_seconds:g}'))
+            need = (_ravlt_attention_gib(model, h, w)
+                    if spec.role == 'official' and name.startswith('RAVLT') else 0.0)
+            reason = _skip_reason(args, predicted, need)
+            if reason:
+                rows.append(dict(common, status=f'skipped: {reason}'))
                 progress.done()
                 continue
-            if spec.role == 'official' and name.startswith('RAVLT'):
-                need = _ravlt_attention_gib(model, h, w)
-                if need > args.max_quadratic_gib:
-                    rows.append(_skip_row(common, f'explicit attention needs {need:.1f} GiB > '
-                                          f'--max-quadratic-gib {args.max_quadratic_gib:g}'))
-                    progress.done()
-                    continue
             image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
             with_bwd = predicted * BACKWARD_FACTOR <= args.max_call_seconds
             try:
@@ -229,7 +228,8 @@ def run_backbones(args, device, progress, rows):
                     bm.backbone_step(model, image, False),
                     bm.backbone_step(model, image, True) if with_bwd else None, device, args, wrap)
             except (RuntimeError, MemoryError) as err:  # out of memory on this device
-                rows.append(_skip_row(common, f'failed: {str(err).splitlines()[0][:80]}'))
+                rows.append(dict(common, status=f'skipped: failed: '
+                                                f'{str(err).splitlines()[0][:80]}'))
                 progress.done()
                 continue
             history.append((h * w, fwd))
@@ -252,7 +252,7 @@ def run_backbones(args, device, progress, rows):
 def _ravlt_attention_gib(model, h, w):
     """Bytes of the explicit attention matrices (scores + softmax) of the largest RAVLT stage."""
     worst = 0
-    for i, stage in enumerate(model.stages):
+    for i in range(len(model.stages)):
         if model.attn_types[i] != 'softmax':
             continue
         side_h, side_w = h, w
@@ -270,21 +270,16 @@ def run_ops(args, device, progress, rows):
         for tokens in args.tokens:
             progress.step(f'op {name[:40]} {tokens}')
             common = dict(op=name, role=spec.role, tokens=tokens)
-            predicted = _predict(history, tokens)
-            if predicted > args.max_call_seconds:
-                rows.append(_skip_row(common, f'predicted {predicted:.0f} s per call > '
-                                      f'--max-call-seconds {args.max_call_seconds:g}'))
-                progress.done()
-                continue
-            need = 2 * batch * heads * tokens ** 2 * 4 / 2 ** 30
-            if spec.quadratic_memory and need > args.max_quadratic_gib:
-                rows.append(_skip_row(common, f'explicit attention needs {need:.1f} GiB > '
-                                      f'--max-quadratic-gib {args.max_quadratic_gib:g}'))
+            need = 2 * batch * heads * tokens ** 2 * 4 / 2 ** 30 if spec.quadratic_memory else 0.0
+            reason = _skip_reason(args, _predict(history, tokens), need)
+            if reason:
+                rows.append(dict(common, status=f'skipped: {reason}'))
                 progress.done()
                 continue
             inputs = bm.make_op_inputs(tokens, batch, heads, head_dim, device, True)
             fwd, bwd, mem_f, mem_b = _measure(bm.op_step(spec, inputs, False),
-                                              bm.op_step(spec, inputs, True), device, args, _null)
+                                              bm.op_step(spec, inputs, True), device, args,
+                                              nullcontext)
             history.append((tokens, fwd))
             rows.append(dict(common, fwd_s=fwd, fwdbwd_s=bwd, peak_fwd_mib=mem_f,
                              peak_fwdbwd_mib=mem_b, tokens_per_s=batch * tokens / fwd,
