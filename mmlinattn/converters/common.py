@@ -6,7 +6,6 @@ predicate and a ``convert`` function that returns a :class:`ConversionResult`. E
 """
 import os
 import os.path as osp
-import pickle
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 
-from ..utils.checkpoint import safe_globals_for_checkpoints
+from ..utils.checkpoint import UnreadableCheckpointError, UnsafeCheckpointError, safe_torch_load
 
 __all__ = ['CONVERTER_VERSION', 'CheckpointError', 'ConversionResult', 'FamilyConverter',
            'register_family', 'registered_families', 'detect_family', 'convert_state_dict',
@@ -174,44 +173,20 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
 
 
 def load_checkpoint_file(path: str) -> Any:
-    """``torch.load`` a local file safely: ``weights_only=True`` with the project's one allow-list
-    (:func:`mmlinattn.utils.checkpoint.safe_globals_for_checkpoints`: ``argparse.Namespace``, which
-    the official training scripts pickle, and what full mmengine checkpoints hold).
+    """Load a local checkpoint through :func:`mmlinattn.utils.checkpoint.safe_torch_load`
+    (``weights_only=True`` with the project's one allow-list: ``argparse.Namespace``, which the
+    official training scripts pickle, and what full mmengine checkpoints hold).
 
     Raises:
         CheckpointError: missing, empty, truncated or non-checkpoint file, or one that references
             a Python object outside the allow-list (it could run code when unpickled).
     """
-    path = osp.expanduser(path)
-    if not osp.isfile(path):
-        raise CheckpointError(f'{path}: no such file')
-    size = osp.getsize(path)
-    if size == 0:
-        raise CheckpointError(f'{path}: empty file (0 bytes), not a checkpoint')
-    with open(path, 'rb') as f:
-        magic = f.read(4)
     try:
-        with torch.serialization.safe_globals(safe_globals_for_checkpoints()):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
-        if unsafe:
-            raise CheckpointError(
-                f'{path}: refusing to unpickle {unsafe.group(1)} (not on the allow-list; loading '
-                'it could run arbitrary code). If you trust the file, re-save only its tensors as '
-                "{'state_dict': ...}") from None
-        kind = _describe_unreadable(magic, size)
-        raise CheckpointError(f'{path}: {kind}') from None
-    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
-        raise CheckpointError(f'{path}: {_describe_unreadable(magic, size)}') from None
-
-
-def _describe_unreadable(magic: bytes, size: int) -> str:
-    if magic.startswith(b'PK\x03\x04'):
-        return f'truncated or corrupt checkpoint (zip archive unreadable, {size} bytes)'
-    if magic.startswith(b'\x80'):
-        return f'truncated or corrupt checkpoint (legacy pickle format, {size} bytes)'
-    return 'not a PyTorch checkpoint'
+        return safe_torch_load(path)
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such file') from None
+    except (UnsafeCheckpointError, UnreadableCheckpointError) as err:
+        raise CheckpointError(str(err)) from None
 
 
 def checkpoint_arch(checkpoint: Any) -> Optional[str]:

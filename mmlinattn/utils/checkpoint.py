@@ -13,17 +13,22 @@ refused with a message naming the offending type, so an untrusted file can never
 import argparse
 import os.path as osp
 import pickle
+import re
 from typing import Any, Iterable, List, Optional
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = ['safe_globals_for_checkpoints', 'safe_torch_load', 'install_safe_checkpoint_loader',
-           'UnsafeCheckpointError']
+           'UnsafeCheckpointError', 'UnreadableCheckpointError']
 
 
 class UnsafeCheckpointError(RuntimeError):
     """Raised when a checkpoint holds a pickled object outside the allow-list."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """Raised when a file is empty, truncated, corrupt or not a PyTorch checkpoint."""
 
 
 def safe_globals_for_checkpoints() -> List[Any]:
@@ -56,6 +61,10 @@ def safe_torch_load(filename: str, map_location: Any = 'cpu',
                     extra_globals: Optional[Iterable[Any]] = None) -> Any:
     """``torch.load`` with ``weights_only=True`` and the checkpoint allow-list.
 
+    The one loader of the project: mmengine's local-file scheme (``--resume``, ``load_from``,
+    ``init_detector``), the converters and ``init_cfg=dict(type='Pretrained')`` all go through it,
+    so every entry point refuses the same files with the same messages.
+
     Args:
         filename (str): path of the file to load.
         map_location: as for :func:`torch.load`. Defaults to ``'cpu'``.
@@ -66,21 +75,47 @@ def safe_torch_load(filename: str, map_location: Any = 'cpu',
 
     Raises:
         FileNotFoundError: the path does not exist or is not a file.
-        UnsafeCheckpointError: the file references a type outside the allow-list.
+        UnsafeCheckpointError: the file references a type outside the allow-list (named in the
+            message).
+        UnreadableCheckpointError: the file is empty, truncated, corrupt or not a checkpoint.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist (or is not a file)')
+    size = osp.getsize(filename)
+    if size == 0:
+        raise UnreadableCheckpointError(f'{filename}: empty file (0 bytes), not a checkpoint')
     allowed = safe_globals_for_checkpoints() + list(extra_globals or ())
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f'refusing to load {filename!r}: it references a Python object that is not on '
-            f"mmlinattn's allow-list, so loading it could run arbitrary code ({err}). If you trust "
-            'the file, convert it once with torch.load(..., weights_only=False) and save only its '
-            "tensors as {'state_dict': ...}.") from err
+        unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
+        if unsafe:
+            raise UnsafeCheckpointError(
+                f'{filename}: refusing to unpickle {unsafe.group(1)} (not on mmlinattn\'s '
+                'allow-list; loading it could run arbitrary code). If you trust the file, load it '
+                'once with torch.load(..., weights_only=False) and re-save only its tensors as '
+                "{'state_dict': ...}") from None
+        raise UnreadableCheckpointError(
+            f'{filename}: {_describe_unreadable(filename, size, err)}') from None
+    except Exception as err:  # damaged files raise RuntimeError, EOFError, IndexError, ...
+        # torch's own words are kept in the message, so e.g. a bad map_location stays visible.
+        raise UnreadableCheckpointError(
+            f'{filename}: {_describe_unreadable(filename, size, err)}') from None
+
+
+def _describe_unreadable(filename: str, size: int, err: Exception) -> str:
+    with open(filename, 'rb') as f:
+        magic = f.read(4)
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if magic.startswith(b'PK\x03\x04'):
+        kind = f'truncated or corrupt checkpoint (zip archive unreadable, {size} bytes)'
+    elif magic.startswith(b'\x80'):
+        kind = f'truncated or corrupt checkpoint (legacy pickle format, {size} bytes)'
+    else:
+        kind = 'not a PyTorch checkpoint'
+    return f'{kind}; torch said: {reason[:200]}'
 
 
 def _load_from_local(filename: str, map_location: Any = None) -> Any:

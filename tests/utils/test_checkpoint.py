@@ -2,6 +2,7 @@
 import argparse
 import os.path as osp
 import pickle
+import re
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmlinattn  # noqa: F401  (installs the loader)
-from mmlinattn.utils.checkpoint import UnsafeCheckpointError, safe_torch_load
+from mmlinattn.utils.checkpoint import (UnreadableCheckpointError, UnsafeCheckpointError,
+                                       safe_torch_load)
 
 
 class ToyModel(BaseModel):
@@ -122,3 +124,29 @@ def test_official_namespace_is_allowed(tmp_path):
 def test_missing_file_message(tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'):
         safe_torch_load(str(tmp_path / 'nope.pth'))
+
+
+def test_damaged_files_get_the_converters_diagnostics_through_mmengine(tmp_path):
+    """mmengine's loader (``load_from``, ``--resume``) and the converters share one loader, so a
+    damaged file gets the same one-line diagnosis everywhere, not a torch stack trace."""
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.arange(1000.)}}, good)
+    data = good.read_bytes()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(data[:len(data) // 2])
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    text = tmp_path / 'notes.pth'
+    text.write_text('just some text\n')
+    cases = [(truncated, 'truncated or corrupt checkpoint (zip archive unreadable'),
+             (empty, 'empty file (0 bytes)'), (text, 'not a PyTorch checkpoint')]
+    for path, message in cases:
+        with pytest.raises(UnreadableCheckpointError, match=re.escape(message)) as info:
+            CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+        assert str(path) in str(info.value)
+    # The converters raise their own type with the same text.
+    from mmlinattn.converters import CheckpointError, load_checkpoint_file
+    with pytest.raises(CheckpointError, match='truncated or corrupt'):
+        load_checkpoint_file(str(truncated))
+    torch.testing.assert_close(load_checkpoint_file(str(good))['state_dict']['w'],
+                               torch.arange(1000.))
