@@ -35,13 +35,6 @@ import sys
 import warnings
 from contextlib import nullcontext
 
-# Pin glibc's mmap threshold before torch allocates anything, so freed large tensors leave the
-# resident set at once and the CPU peak-memory sampler sees live memory (see
-# mmlinattn.analysis.benchmark). Re-exec once with it set; harmless elsewhere.
-if __name__ == '__main__' and 'MALLOC_MMAP_THRESHOLD_' not in os.environ:
-    os.environ['MALLOC_MMAP_THRESHOLD_'] = str(1 << 20)
-    os.execv(sys.executable, [sys.executable] + sys.argv)
-
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
