@@ -17,6 +17,11 @@ can be missed. **Timings run outside it** with glibc's usual converged setting (
 its dynamic threshold), because a pinned threshold makes every large temporary page-fault afresh:
 measured here, RAVLT-S forward at 800x1344 took 5.6 s pinned vs 3.4 s unpinned. Memory is also
 measured in a separate call from the timings so the sampler thread never slows a timed call.
+
+Known problem (2026-11-21): after timings have run with the converged threshold, the peaks this
+run-time switch reports on CPU are 2-4x those of a process pinned from its start (Swin-T 1024^2
+forward 1362 vs 343 MiB), so CPU memory figures of this version are not to be trusted; the
+committed memory numbers come from a run pinned from process start (see README, Benchmarks).
 """
 import ctypes
 import ctypes.util
