@@ -89,17 +89,15 @@ def safe_torch_load(filename: str, map_location: Any = 'cpu',
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
+    except Exception as err:  # damaged files raise UnpicklingError, RuntimeError, EOFError, ...
+        unsafe = isinstance(err, pickle.UnpicklingError) and re.search(
+            r'Unsupported global: GLOBAL ([\w.]+)', str(err))
         if unsafe:
             raise UnsafeCheckpointError(
                 f'{filename}: refusing to unpickle {unsafe.group(1)} (not on mmlinattn\'s '
                 'allow-list; loading it could run arbitrary code). If you trust the file, load it '
                 'once with torch.load(..., weights_only=False) and re-save only its tensors as '
                 "{'state_dict': ...}") from None
-        raise UnreadableCheckpointError(
-            f'{filename}: {_describe_unreadable(filename, size, err)}') from None
-    except Exception as err:  # damaged files raise RuntimeError, EOFError, IndexError, ...
         # torch's own words are kept in the message, so e.g. a bad map_location stays visible.
         raise UnreadableCheckpointError(
             f'{filename}: {_describe_unreadable(filename, size, err)}') from None
