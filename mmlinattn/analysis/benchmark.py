@@ -6,74 +6,34 @@ are always taken against a baseline measured in the same run (see the tool).
 Timing: ``warmup`` untimed calls, then the median of ``repeats`` timed calls (CUDA is
 synchronised around each call).
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the level before the call. On CPU
-PyTorch keeps no allocator statistics, so :class:`PeakMemory` samples the process's resident set
-size (``/proc/self/statm``) from a background thread every ``interval`` seconds and reports the
-highest value above the level before the call. For the resident size to follow live tensors,
-freed memory must go back to the system at once, so inside :class:`PeakMemory` glibc's mmap
-threshold is pinned to 1 MiB (``mallopt``; every larger tensor is its own ``mmap``, unmapped when
-freed) and free heap memory is trimmed first; allocations that live for less than one interval
-can be missed. **Timings run outside it** with glibc's usual converged setting (32 MiB, the top of
-its dynamic threshold), because a pinned threshold makes every large temporary page-fault afresh:
-measured here, RAVLT-S forward at 800x1344 took 5.6 s pinned vs 3.4 s unpinned. Memory is also
-measured in a separate call from the timings so the sampler thread never slows a timed call.
-
-Known problem (2026-11-21): after timings have run with the converged threshold, the peaks this
-run-time switch reports on CPU are 2-4x those of a process pinned from its start (Swin-T 1024^2
-forward 1362 vs 343 MiB), so CPU memory figures of this version are not to be trusted; the
-committed memory numbers come from a run pinned from process start (see README, Benchmarks).
+Peak memory: the most bytes of tensor storage live at once during the call, above the level before
+it. On CUDA that is ``torch.cuda.max_memory_allocated``. On CPU PyTorch keeps no allocator
+statistics, so :func:`peak_memory` records the call with ``torch.profiler`` (``profile_memory``):
+every allocation and free of PyTorch's CPU allocator is an event with its size and time, and the
+peak is the maximum of their running sum - exact and deterministic, no sampling, and the same
+quantity the CUDA path reports (allocator overhead and memory outside PyTorch's allocator, e.g.
+the Python heap, are not counted). Checked against the resident-set peaks of a process whose glibc
+mmap threshold was pinned to 1 MiB from its start (so the resident set follows live tensors):
+Swin-T at 1024x1024, forward 343.8 vs 343.3 MiB, forward+backward 2338 vs 2334 MiB; RAVLT-S
+272.8 vs 272.1 and 4428 vs 4387 MiB (sampling missed short peaks). Memory is measured in a separate
+call from the timings, so the profiler's bookkeeping never slows a timed call, and timings run
+with the allocator as a user's process has it.
 """
-import ctypes
-import ctypes.util
 import math
 import os
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['PeakMemory', 'time_call', 'matmul_rate', 'loglog_slope', 'power_law_solve',
-           'BackboneSpec', 'BACKBONES', 'build_backbone', 'backbone_step', 'OpSpec', 'OPS',
+__all__ = ['peak_memory', 'peak_of_allocations', 'time_call', 'matmul_rate', 'loglog_slope',
+           'power_law_solve', 'BackboneSpec', 'BACKBONES', 'build_backbone', 'backbone_step', 'OpSpec', 'OPS',
            'make_op_inputs', 'op_step', 'MIB']
 
 MIB = float(2 ** 20)
-_PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
-
-
-def _rss_bytes() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * _PAGE
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc mallopt() parameters
-_PINNED_MMAP_THRESHOLD = 1 << 20                    # measuring memory: every tensor > 1 MiB mmap'd
-_DEFAULT_MMAP_THRESHOLD = 32 << 20                  # timing: glibc's converged dynamic value
-
-
-def _glibc():
-    """The C library if it is glibc (has ``mallopt`` and ``malloc_trim``), else None."""
-    name = ctypes.util.find_library('c')
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    if libc is None or not hasattr(libc, 'mallopt') or not hasattr(libc, 'malloc_trim'):
-        return None
-    return libc
-
-
-_LIBC = _glibc()
-
-
-def _set_mmap_threshold(nbytes: int) -> None:
-    """Set glibc's mmap and trim thresholds (no-op on other C libraries)."""
-    if _LIBC is not None:
-        _LIBC.mallopt(_M_MMAP_THRESHOLD, nbytes)
-        _LIBC.mallopt(_M_TRIM_THRESHOLD, 2 * nbytes)
 
 
 def _sync(device: torch.device) -> None:
@@ -81,76 +41,80 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class PeakMemory:
-    """Context manager: peak memory allocated inside the block, in bytes, above the start level.
+_WINDOW = 'mmlinattn.peak_memory.measured'
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes of tensor storage live during one call of ``fn``, above the level before it.
+
+    On CUDA ``fn`` is called once and the caching allocator's statistics are read. On CPU the
+    profiler records ``fn`` twice and only the second call counts: PyTorch's CPU allocator reports
+    a free to the profiler only for blocks allocated while it records, so a call that frees what
+    the previous call left (gradients set to ``None``, an optimiser's old buffers) would otherwise
+    be charged for both generations at once.
 
     Args:
-        device (torch.device): CUDA uses the caching allocator's statistics (exact); CPU samples
-            the resident set size (see the module docstring).
-        interval (float): CPU sampling period in seconds. Defaults to 2e-4.
+        fn (Callable[[], object]): a repeatable zero-argument call (e.g. one training step).
+        device (torch.device): where ``fn`` computes.
 
-    Attributes:
-        peak (int): bytes above the level at entry, set on exit.
+    Returns:
+        int: peak bytes above the level at the start of the (measured) call; 0 if it never rises.
 
     Example:
-        >>> with PeakMemory(torch.device('cpu')) as mem:
+        >>> def step():
         ...     x = torch.ones(64, 2 ** 20)          # 256 MiB
-        ...     del x
-        >>> mem.peak > 200 * 2 ** 20
-        True
+        ...     y = x * 2                            # 256 MiB more while x lives
+        >>> peak_memory(step, torch.device('cpu')) // 2 ** 20
+        512
     """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')     # Kineto's default prints every start/stop
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                      profile_memory=True)
+    with profiler:
+        fn()                                           # what it allocates, later frees, is known
+        with torch.profiler.record_function(_WINDOW):
+            fn()
+    events = profiler.profiler.kineto_results.events()
+    window = next(e for e in events if e.name() == _WINDOW)
+    return peak_of_allocations(
+        (e.start_ns(), e.nbytes()) for e in events
+        if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU
+        and window.start_ns() <= e.start_ns() <= window.end_ns())
 
-    def __init__(self, device: torch.device, interval: float = 2e-4):
-        self.device = torch.device(device)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._max = max(self._max, _rss_bytes())
-            time.sleep(self.interval)
+def peak_of_allocations(events: Iterable[Tuple[int, int]]) -> int:
+    """Highest running sum of allocation events, in bytes (0 if it never rises above the start).
 
-    def __enter__(self) -> 'PeakMemory':
-        if self.device.type == 'cuda':
-            _sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            if not os.path.exists('/proc/self/statm'):
-                raise RuntimeError('CPU peak memory needs /proc/self/statm (Linux)')
-            _set_mmap_threshold(_PINNED_MMAP_THRESHOLD)
-            if _LIBC is not None:
-                _LIBC.malloc_trim(0)            # hand free heap pages back: a low, honest start
-            self._start = self._max = _rss_bytes()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
+    Args:
+        events (Iterable[tuple[int, int]]): ``(time, bytes)`` pairs, positive bytes for an
+            allocation and negative for a free; equal times keep their given order.
 
-    def __exit__(self, *exc) -> None:
-        if self.device.type == 'cuda':
-            _sync(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._max = max(self._max, _rss_bytes())
-            self.peak = max(0, self._max - self._start)
-            _set_mmap_threshold(_DEFAULT_MMAP_THRESHOLD)
+    Returns:
+        int: the peak of live bytes above the level before the first event.
+    """
+    live = peak = 0
+    for _, nbytes in sorted(events, key=lambda event: event[0]):
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 1,
               repeats: int = 3) -> List[float]:
     """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones.
 
-    On CPU glibc's mmap threshold is set to its converged default first (see the module
-    docstring), whatever a previous :class:`PeakMemory` left.
+    Returns:
+        list[float]: one wall-clock duration per timed call (CUDA synchronised around each).
     """
     device = torch.device(device)
-    if device.type == 'cpu':
-        _set_mmap_threshold(_DEFAULT_MMAP_THRESHOLD)
     for _ in range(warmup):
         fn()
     _sync(device)

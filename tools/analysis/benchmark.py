@@ -45,7 +45,7 @@ from mmlinattn.analysis import benchmark as bm  # noqa: E402
 FULL_SIZES = ('224x224', '512x512', '800x1344', '1024x1024', '2048x2048')
 QUICK_SIZES = ('224x224', '512x512')
 FULL_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
-QUICK_TOKENS = (1024, 4096, 16384)
+QUICK_TOKENS = (1024, 4096, 8192)
 FULL_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
                'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
 QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
@@ -168,14 +168,10 @@ def _measure(step_fwd, step_bwd, device, args, wrap):
     bwd = mem_bwd = None
     with wrap():
         fwd = statistics.median(bm.time_call(step_fwd, device, args.warmup, args.repeats))
-        with bm.PeakMemory(device) as mem:
-            step_fwd()
-        mem_fwd = mem.peak / bm.MIB
+        mem_fwd = bm.peak_memory(step_fwd, device) / bm.MIB
         if step_bwd is not None:
             bwd = statistics.median(bm.time_call(step_bwd, device, args.warmup, args.repeats))
-            with bm.PeakMemory(device) as mem:
-                step_bwd()
-            mem_bwd = mem.peak / bm.MIB
+            mem_bwd = bm.peak_memory(step_bwd, device) / bm.MIB
     return fwd, bwd, mem_fwd, mem_bwd
 
 
@@ -319,10 +315,9 @@ def run_train_step(args, device, progress, rows):
             optim.step()
 
         times = bm.time_call(step, device, args.warmup, args.repeats)
-        with bm.PeakMemory(device) as mem:
-            step()
+        peak = bm.peak_memory(step, device)
         rows.append(dict(model=name, input=f'1x{h}x{w}', step_s=statistics.median(times),
-                         peak_mib=mem.peak / bm.MIB, status='ok'))
+                         peak_mib=peak / bm.MIB, status='ok'))
         progress.done()
         del model, optim
 
