@@ -31,8 +31,7 @@ import torch.nn as nn
 
 __all__ = ['peak_memory', 'peak_of_allocations', 'time_call', 'matmul_rate', 'loglog_slope',
            'power_law_solve', 'BackboneSpec', 'BACKBONES', 'build_backbone', 'backbone_step',
-           'OpSpec', 'OPS',
-           'make_op_inputs', 'op_step', 'MIB']
+           'OpSpec', 'OPS', 'make_op_inputs', 'op_step', 'MIB']
 
 MIB = float(2 ** 20)
 
