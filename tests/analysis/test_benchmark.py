@@ -310,6 +310,23 @@ def test_quick_cli_run_writes_every_artifact(tmp_path):
     assert '| target | measured | limit | met |' in (tmp_path / 'summary.md').read_text()
 
 
+def test_retain_heap_reexecutes_with_the_allocator_variables(tmp_path):
+    tool = load_tool()
+    args = ['--retain-heap', '--quick', '--out', str(tmp_path), '--models', 'RAVLT-T',
+            '--sizes', '64x64', '--skip-ops', '--skip-train-step', '--no-plots',
+            '--flops-size', '64x64', '--repeats', '1']
+    env = {k: v for k, v in os.environ.items() if k not in tool.RETAIN_HEAP_ENV}
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'),
+                           *args], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['meta']['allocator'] == 'retain-heap'     # the re-executed process had them
+    assert 'allocator: retain-heap' in (tmp_path / 'summary.md').read_text()
+    if not tool._retain_heap_active():                        # as a function it never execs
+        with pytest.raises(RuntimeError, match='MALLOC_MMAP_THRESHOLD_=4294967296'):
+            tool.main(args)
+
+
 def test_cli_rejects_bad_input():
     tool = load_tool()
     with pytest.raises(SystemExit):

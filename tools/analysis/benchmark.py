@@ -53,6 +53,10 @@ QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
 BASELINE_MODEL = 'Swin-T'
 BASELINE_OP = 'softmax attention via SDPA (baseline)'
 MEMORY_BUDGET_GIB = 16
+# --retain-heap: glibc keeps freed memory in the heap (no fresh, page-faulting mmap per large
+# tensor, nothing trimmed back to the kernel), so every row times with the same allocator state.
+RETAIN_HEAP_ENV = {'MALLOC_MMAP_THRESHOLD_': str(4 << 30), 'MALLOC_TRIM_THRESHOLD_': str(16 << 30),
+                   'MALLOC_TOP_PAD_': str(1 << 30)}
 
 
 def parse_size(text: str):
@@ -91,6 +95,11 @@ def parse_args(argv=None):
     p.add_argument('--skip-backbones', action='store_true')
     p.add_argument('--skip-train-step', action='store_true')
     p.add_argument('--no-plots', action='store_true')
+    p.add_argument('--retain-heap', action='store_true',
+                   help='run in a process whose glibc allocator keeps freed memory (sets '
+                        f'{", ".join(RETAIN_HEAP_ENV)} and re-executes): every row then times '
+                        'with the same allocator state; by default the allocator is left as a '
+                        "user's process has it, whose state depends on what ran before")
     args = p.parse_args(argv)
     q = args.quick
     args.models = args.models or list(QUICK_MODELS if q else FULL_MODELS)
@@ -441,7 +450,8 @@ def write_summary_md(path, meta, targets, squares, train_rows):
     lines = [f'# Benchmark summary ({meta["date"]})', '',
              f'Device: {meta["device_name"]}, {meta["threads"]} threads; torch '
              f'{meta["torch"]}; float32 matmul {meta["matmul_gflops_s"]:.1f} G multiply-adds/s; '
-             f'mode: {"quick" if meta["quick"] else "full"}.', '',
+             f'mode: {"quick" if meta["quick"] else "full"}; allocator: '
+             f'{meta.get("allocator", "default")}.', '',
              '| target | measured | limit | met |', '|---|---|---|---|']
     for t in targets:
         value = '-' if t['measured'] is None else f'{t["measured"]:.3g}'
@@ -498,8 +508,22 @@ def plot(out, backbone_rows, op_rows):
     return written
 
 
+def _retain_heap_active():
+    return all(os.environ.get(k) == v for k, v in RETAIN_HEAP_ENV.items())
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.retain_heap and not _retain_heap_active():
+        # glibc reads these variables only at start-up: run the same command in a new process.
+        if argv is not None:                    # called as a function: never replace the caller
+            raise RuntimeError('--retain-heap from Python needs the allocator variables set '
+                               'before the interpreter starts: '
+                               + ' '.join(f'{k}={v}' for k, v in RETAIN_HEAP_ENV.items()))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, osp.abspath(__file__), *sys.argv[1:]],
+                  dict(os.environ, **RETAIN_HEAP_ENV))
     device = torch.device(args.device)
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine').setLevel(logging.WARNING)  # no init_weights reports
@@ -511,7 +535,8 @@ def main(argv=None):
                 device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
                              else f'CPU {platform.processor() or platform.machine()} '
                                   f'x{os.cpu_count()}'),
-                repeats=args.repeats, warmup=args.warmup)
+                repeats=args.repeats, warmup=args.warmup,
+                allocator='retain-heap' if _retain_heap_active() else 'default')
     meta['matmul_gflops_s'] = bm.matmul_rate(device) / 1e9
     total = ((0 if args.skip_backbones else len(args.models) * len(args.sizes))
              + (0 if args.skip_ops else len(bm.OPS()) * len(args.tokens))
