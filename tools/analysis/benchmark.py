@@ -21,6 +21,10 @@ Examples::
     python tools/analysis/benchmark.py --quick --out /tmp/bench
     python tools/analysis/benchmark.py                         # full sweep into docs/benchmarks
     python tools/analysis/benchmark.py --models RAVLT-S Swin-T --sizes 800x1344 --skip-ops
+    python tools/analysis/benchmark.py --retain-heap       # same glibc allocator state for all rows
+
+Peak memory is exact on both devices (CUDA allocator statistics; on CPU the allocation events of
+PyTorch's CPU allocator from ``torch.profiler``), see :mod:`mmlinattn.analysis.benchmark`.
 """
 import argparse
 import csv
