@@ -10,30 +10,8 @@
 # Example: PORT=29501 tools/dist_train.sh configs/maskrcnn_ravlt_s_coco.py 8 --amp
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG GPUS [tools/train.py options]" >&2
     exit 2
 fi
-CONFIG=$1
-GPUS=$2
-shift 2
-if ! [[ "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
-    echo "error: GPUS must be a positive number of processes per node, got '$GPUS'" >&2
-    exit 2
-fi
-if [ ! -f "$CONFIG" ]; then
-    echo "error: config file '$CONFIG' not found (configs live in configs/)" >&2
-    exit 2
-fi
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
-
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" \
-    --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-    --master_port="${PORT:-29500}" \
-    --nproc_per_node="$GPUS" \
-    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/dist_launch.sh" "$2" train.py "$1" --launcher pytorch "${@:3}"
