@@ -455,7 +455,7 @@ def write_summary_md(path, meta, targets, squares, train_rows):
              f'Device: {meta["device_name"]}, {meta["threads"]} threads; torch '
              f'{meta["torch"]}; float32 matmul {meta["matmul_gflops_s"]:.1f} G multiply-adds/s; '
              f'mode: {"quick" if meta["quick"] else "full"}; allocator: '
-             f'{meta.get("allocator", "default")}.', '',
+             f'{meta["allocator"]}.', '',
              '| target | measured | limit | met |', '|---|---|---|---|']
     for t in targets:
         value = '-' if t['measured'] is None else f'{t["measured"]:.3g}'
