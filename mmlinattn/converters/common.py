@@ -1,53 +1,59 @@
-"""Family-independent checkpoint plumbing: safe loading, unwrapping, atomic saving, dispatch.
+"""Family-independent checkpoint plumbing: unwrapping, layouts, variant inference, atomic saving.
 
-A model family (RALA, SOFT, ...) plugs in with :func:`register_family`, giving a ``detect``
-predicate and a ``convert`` function that returns a :class:`ConversionResult`. Everything else here
-(``tools/convert_checkpoint.py``, ``init_weights`` through :func:`load_pretrained`) is shared.
+A model family plugs in with :func:`register_family` and a :class:`FamilyConverter`: its arch
+table (:mod:`mmlinattn.archs`), the key patterns that recognise its official and mmlinattn layouts,
+the official -> mmlinattn key map and an arch-inference function. Everything else lives here once:
+splitting detector / segmentor files into backbone and other modules, refusing mixed layouts,
+checking every tensor's shape against a backbone of the inferred arch (built by registry name on
+the meta device, so no converter imports a model), the *settings record* that tells e.g. SOFT from
+SOFT++ weights (see :mod:`mmlinattn.models.backbones.base`), and loading into a backbone
+(:func:`load_pretrained`, used by ``init_cfg=dict(type='Pretrained')``).
 """
+import errno
 import os
 import os.path as osp
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Tuple
 
 import torch
 
-from ..utils.checkpoint import UnreadableCheckpointError, UnsafeCheckpointError, safe_torch_load
+from ..archs import ArchTable
+from ..utils.checkpoint import (SETTINGS_KEY, CheckpointError, CheckpointMismatchError,
+                                UnreadableCheckpointError, UnsafeCheckpointError, decode_settings,
+                                encode_settings, safe_torch_load)
 
-__all__ = ['CONVERTER_VERSION', 'CheckpointError', 'ConversionResult', 'FamilyConverter',
-           'register_family', 'registered_families', 'detect_family', 'convert_state_dict',
-           'load_checkpoint_file', 'checkpoint_arch', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained']
+__all__ = ['CONVERTER_VERSION', 'BACKBONE_PREFIX', 'CheckpointError', 'CheckpointMismatchError',
+           'ConversionResult', 'FamilyConverter', 'register_family', 'registered_families',
+           'family_converter', 'detect_family', 'convert_state_dict', 'load_checkpoint_file',
+           'checkpoint_arch', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained',
+           'reference_shapes', 'backbone_config']
 
-CONVERTER_VERSION = '1.0'
+CONVERTER_VERSION = '1.1'
+BACKBONE_PREFIX = 'backbone.'
 
-# Keys under which training scripts store weights, in the order they are tried.
 # Where official and mmengine files keep their weights, in order of preference. timm's saver (SOFT)
 # writes the EMA weights, the ones the official results are reported with, to 'state_dict_ema'.
 WEIGHT_KEYS = ('model', 'state_dict_ema', 'state_dict', 'model_ema')
 
-# Official layouts recognised for error messages even before a family's converter is registered,
-# so that e.g. a SOFT file handed to the RALA converter is named as such.
-FAMILY_KEY_HINTS = {
-    'soft': re.compile(r'^(patch_embed\d+\.|block\d+\.\d+\.|pos_embed\d+$)'),
-}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot or must not be converted; the message is meant for users."""
-
 
 @dataclass
 class ConversionResult:
-    """What a family converter produced.
+    """What a conversion produced.
 
     Attributes:
-        state_dict (dict): converted tensors (our key names).
+        state_dict (dict): converted tensors (our key names, with the settings record under
+            ``_extra_state``).
         family (str): e.g. ``'rala'``.
-        variant (str): ``'t'``, ``'s'``, ... or ``'custom'``.
+        variant (str): canonical variant name (``'t'``, ``'small'``, ...) or ``'custom'``.
         arch (dict): the inferred ``arch`` argument of the backbone.
         source_format (str): ``'official-imagenet'``, ``'official-downstream'`` or
             ``'mmlinattn'``.
+        settings (dict): the settings record: what the weights were trained with (``None`` where
+            the file does not say).
+        build_kwargs (dict): other constructor arguments the weights need (e.g. SOFT's
+            ``pretrain_img_size``).
         dropped (list[str]): source keys deliberately left out (classifier head, fixed buffers).
         matched, missing, unexpected, mismatched (list[str]): filled by :meth:`compare`.
     """
@@ -56,6 +62,8 @@ class ConversionResult:
     variant: str
     arch: Dict[str, Any]
     source_format: str
+    settings: Dict[str, Any] = field(default_factory=dict)
+    build_kwargs: Dict[str, Any] = field(default_factory=dict)
     dropped: List[str] = field(default_factory=list)
     matched: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
@@ -65,12 +73,15 @@ class ConversionResult:
     def compare(self, expected: Mapping[str, torch.Size], prefix: str = '') -> 'ConversionResult':
         """Fill the key statistics against ``{key: shape}`` of the model to load into.
 
+        The settings record is not a weight and takes no part.
+
         Args:
             expected: shapes of the target (backbone) state dict.
             prefix: only keys of ``state_dict`` under this prefix take part (stripped).
         """
         ours = {k[len(prefix):]: v.shape for k, v in self.state_dict.items()
-                if k.startswith(prefix)}
+                if k.startswith(prefix) and not _is_settings_key(k)}
+        expected = {k: v for k, v in expected.items() if not _is_settings_key(k)}
         self.matched = sorted(k for k in ours if k in expected and ours[k] == expected[k])
         self.mismatched = sorted(k for k in ours if k in expected and ours[k] != expected[k])
         self.missing = sorted(k for k in expected if k not in ours)
@@ -87,34 +98,92 @@ class ConversionResult:
 
 @dataclass
 class FamilyConverter:
-    """A registered family: ``detect(state_dict) -> bool`` and
-    ``convert(state_dict, whole_model=False) -> ConversionResult``."""
-    name: str
-    detect: Callable[[Mapping[str, Any]], bool]
-    convert: Callable[..., ConversionResult]
+    """How one family's checkpoints are recognised and converted.
+
+    Attributes:
+        table (ArchTable): the family's variants; ``table.family`` names the converter and
+            ``table.backbone`` the registered backbone type.
+        official_signature, our_signature (Pattern): a backbone key that only the official /
+            mmlinattn layout has (the family is detected by either).
+        official_keys, our_keys (Pattern): every backbone key of the respective layout matches
+            (used to refuse files that mix both).
+        convert_official (callable): ``(backbone_state_dict) -> (converted, dropped, hints)``;
+            ``hints`` is a dict handed on to ``infer`` (e.g. head sizes read from buffers).
+        infer (callable): ``(converted, hints) -> (arch, build_kwargs, settings)`` for our
+            layout; ``settings`` as far as the weights show them.
+        source_settings (callable): ``(source_arch, hints) -> settings`` from the file's
+            ``'arch'`` entry and the hints; raises CheckpointError for another family's entry.
+        optional_keys (Pattern): keys a backbone may lack without the file being incomplete
+            (e.g. output norms that ImageNet files do not have).
+        describe (callable): ``(settings) -> str``, a short human name of the weights' kind
+            (e.g. ``'SOFT++'``).
+        undecided (callable): ``(settings) -> Optional[str]``: a warning when the file does not
+            say something that changes the function (e.g. SOFT vs SOFT++), else None.
+    """
+    table: ArchTable
+    official_signature: Pattern
+    our_signature: Pattern
+    official_keys: Pattern
+    our_keys: Pattern
+    convert_official: Callable[[Dict[str, torch.Tensor]], Tuple[Dict, List[str], Dict]]
+    infer: Callable[[Dict[str, torch.Tensor], Dict], Tuple[Dict, Dict, Dict]]
+    source_settings: Callable[[Optional[str], Dict], Dict]
+    optional_keys: Pattern = re.compile(r'$^')
+    describe: Callable[[Dict], str] = lambda settings: ''
+    undecided: Callable[[Dict], Optional[str]] = lambda settings: None
+
+    @property
+    def name(self) -> str:
+        return self.table.family
+
+    def detect(self, state_dict: Mapping[str, Any]) -> bool:
+        keys = _split_backbone(state_dict)[0]
+        return any(self.official_signature.match(k) or self.our_signature.match(k)
+                   for k in keys)
 
 
 _FAMILIES: Dict[str, FamilyConverter] = {}
 
 
-def register_family(name: str, detect: Callable, convert: Callable) -> None:
+def register_family(converter: FamilyConverter) -> None:
     """Register (or replace) the converter of a model family."""
-    _FAMILIES[name] = FamilyConverter(name, detect, convert)
+    _FAMILIES[converter.name] = converter
 
 
 def registered_families() -> List[str]:
     return sorted(_FAMILIES)
 
 
-def _strip_prefix(keys, prefix: str):
-    return [k[len(prefix):] if k.startswith(prefix) else k for k in keys]
+def family_converter(name: str) -> FamilyConverter:
+    """The registered converter of family ``name``.
+
+    Raises:
+        CheckpointError: no such family.
+    """
+    if name not in _FAMILIES:
+        raise CheckpointError(f'no converter is installed for family {name!r}; available: '
+                              f'{registered_families()}')
+    return _FAMILIES[name]
+
+
+def _is_settings_key(key: str) -> bool:
+    return key == SETTINGS_KEY or key.endswith('.' + SETTINGS_KEY)
+
+
+def _split_backbone(state_dict: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(backbone entries without ``backbone.``, other entries); every entry is a backbone entry
+    if none has the prefix."""
+    if any(k.startswith(BACKBONE_PREFIX) for k in state_dict):
+        return ({k[len(BACKBONE_PREFIX):]: v for k, v in state_dict.items()
+                 if k.startswith(BACKBONE_PREFIX)},
+                {k: v for k, v in state_dict.items() if not k.startswith(BACKBONE_PREFIX)})
+    return dict(state_dict), {}
 
 
 def detect_family(state_dict: Mapping[str, Any]) -> str:
     """Name of the family whose (official or converted) layout ``state_dict`` has.
 
-    Keys may carry a ``backbone.`` prefix (whole detectors / segmentors). A family that is only
-    known by its key hints (no converter registered yet) is still returned.
+    Keys may carry a ``backbone.`` prefix (whole detectors / segmentors).
 
     Raises:
         CheckpointError: no family, or several, recognise the keys.
@@ -124,22 +193,73 @@ def detect_family(state_dict: Mapping[str, Any]) -> str:
         return found[0]
     if len(found) > 1:
         raise CheckpointError(f'the keys match several families {found}; pass --family')
-    keys = _strip_prefix(state_dict, 'backbone.')
-    for name, pattern in FAMILY_KEY_HINTS.items():
-        if any(pattern.match(k) for k in keys):
-            return name
     sample = ', '.join(list(state_dict)[:3])
     raise CheckpointError(f'no known model family recognises these weights (first keys: {sample}); '
                           f'supported families: {registered_families()}')
 
 
 def _example_key(state_dict: Mapping[str, Any], family: str) -> str:
-    pattern = FAMILY_KEY_HINTS.get(family)
-    keys = _strip_prefix(state_dict, 'backbone.')
+    converter = _FAMILIES[family]
+    keys = list(_split_backbone(state_dict)[0])
     for key in keys:
-        if pattern is None or pattern.match(key):
+        if converter.official_keys.match(key) or converter.our_keys.match(key):
             return key
     return next(iter(keys), '')
+
+
+def reference_shapes(table: ArchTable, arch: Mapping[str, Any],
+                     **build_kwargs) -> Optional[Dict[str, torch.Size]]:
+    """``{key: shape}`` of the backbone ``table.backbone`` with ``arch``, built by registry name
+    on the meta device (no memory, no import of the model module); None if that arch does not
+    build."""
+    from mmengine.registry import MODELS
+    backbone = MODELS.get(table.backbone)
+    if backbone is None:
+        raise CheckpointError(f'backbone {table.backbone} is not registered; import mmlinattn '
+                              'first')
+    try:
+        with torch.device('meta'):
+            model = backbone(arch=dict(arch), **build_kwargs)
+    except (ValueError, TypeError):
+        return None
+    return {k: v.shape for k, v in model.state_dict().items() if not _is_settings_key(k)}
+
+
+def backbone_config(result: ConversionResult) -> Dict[str, Any]:
+    """A ``backbone=dict(...)`` that builds the model these weights belong to (paste it into a
+    config): type, arch (variant name or full dict), the recorded settings that differ from the
+    backbone's defaults and the needed constructor arguments."""
+    table = _FAMILIES[result.family].table
+    config: Dict[str, Any] = {'type': table.backbone}
+    config['arch'] = result.variant if result.variant != 'custom' else {
+        k: v for k, v in result.arch.items() if k in table.required_keys or k in table.defaults}
+    defaults = _defaults_of(table)
+    for key, value in result.settings.items():
+        if key in ('family', 'embed_dims', 'depths', 'num_heads') or value is None:
+            continue
+        if key in defaults and _plain(defaults[key]) == _plain(value):
+            continue
+        config[key] = tuple(value) if isinstance(value, list) else value
+    for key, value in result.build_kwargs.items():
+        if key in defaults and _plain(defaults[key]) == _plain(value):
+            continue
+        config[key] = tuple(value) if isinstance(value, list) else value
+    return config
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _defaults_of(table: ArchTable) -> Dict[str, Any]:
+    import inspect
+
+    from mmengine.registry import MODELS
+    backbone = MODELS.get(table.backbone)
+    if backbone is None:
+        return {}
+    return {name: p.default for name, p in inspect.signature(backbone).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'auto',
@@ -154,8 +274,13 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
             (backbone keys re-mapped under ``backbone.``); otherwise return the backbone only.
         source_arch (str, optional): the file's ``'arch'`` entry (:func:`checkpoint_arch`).
 
+    Returns:
+        ConversionResult: compared against a backbone of the inferred arch.
+
     Raises:
-        CheckpointError: unknown family, family mismatch, or a refusal of the family converter.
+        CheckpointError: unknown family, family mismatch, a layout mixing official and mmlinattn
+            keys, a structure that is not this family's backbone, or ``whole_model`` for a
+            backbone-only file.
     """
     detected = detect_family(state_dict)
     if family == 'auto':
@@ -165,11 +290,74 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
             f'this is a {detected.upper()} checkpoint (keys like '
             f'{_example_key(state_dict, detected)!r}), not {family.upper()}; use --family '
             f'{detected} (or auto)')
-    if family not in _FAMILIES:
-        raise CheckpointError(f'no converter is installed for family {family!r}; available: '
-                              f'{registered_families()}')
-    return _FAMILIES[family].convert(state_dict, whole_model=whole_model,
-                                     source_arch=source_arch)
+    converter = family_converter(family)
+    backbone, others = _split_backbone(state_dict)
+    is_detector = any(k.startswith(BACKBONE_PREFIX) for k in state_dict)
+    if whole_model and not is_detector:
+        raise CheckpointError('--whole-model needs a detector/segmentor checkpoint (keys under '
+                              "'backbone.'); this file holds only a backbone or classifier")
+    recorded = backbone.pop(SETTINGS_KEY, None)
+    official = any(converter.official_keys.match(k) for k in backbone)
+    ours = any(converter.our_keys.match(k) for k in backbone)
+    if official and ours:
+        raise CheckpointError(f'the backbone mixes official {family.upper()} keys and mmlinattn '
+                              f'{converter.table.backbone} keys')
+    dropped: List[str] = []
+    hints: Dict[str, Any] = {}
+    if official:
+        converted, dropped, hints = converter.convert_official(backbone)
+        source_format = 'official-downstream' if is_detector else 'official-imagenet'
+    else:
+        converted, source_format = backbone, 'mmlinattn'
+    arch, build_kwargs, settings = converter.infer(converted, hints)
+    settings = {**settings, **{k: v for k, v in converter.source_settings(source_arch, hints).items()
+                               if v is not None}}
+    if recorded is not None:
+        settings = _merge_record(settings, decode_settings(recorded), family)
+    for key in converter.table.required_keys:
+        if settings.get(key) is not None and all(v is not None for v in settings[key]):
+            arch[key] = list(settings[key])
+    variant = converter.table.variant_of(arch, keys=converter.table.required_keys) or 'custom'
+    settings = {'family': family, **settings}
+    converted = dict(converted)
+    converted[SETTINGS_KEY] = encode_settings(settings)
+    if whole_model:
+        output = {**{BACKBONE_PREFIX + k: v for k, v in converted.items()}, **others}
+    else:
+        output = converted
+        dropped += sorted(others)  # neck / head weights of a detector or segmentor
+    result = ConversionResult(state_dict=output, family=family, variant=variant, arch=arch,
+                              source_format=source_format, settings=settings,
+                              build_kwargs=build_kwargs, dropped=dropped)
+    shape_arch = dict(arch)
+    if any(h is None for h in shape_arch.get('num_heads', [None])):
+        shape_arch['num_heads'] = [1] * converter.table.num_stages  # shapes do not depend on it
+    reference = reference_shapes(converter.table, shape_arch, **build_kwargs)
+    if reference is not None:
+        result.compare(reference, prefix=BACKBONE_PREFIX if whole_model else '')
+    return result
+
+
+def _merge_record(inferred: Dict[str, Any], recorded: Dict[str, Any],
+                  family: str) -> Dict[str, Any]:
+    """The file's own settings record, checked against what its tensors show."""
+    if recorded.get('family') not in (None, family):
+        raise CheckpointError(f"the file's settings record says family {recorded['family']!r}, but "
+                              f'its tensors are {family.upper()}')
+    for key, value in inferred.items():
+        mine = recorded.get(key)
+        if value is None or mine is None:
+            continue
+        if isinstance(value, list) and isinstance(mine, list) and len(value) == len(mine):
+            if all(v is None or m is None or v == m for v, m in zip(value, mine)):
+                continue
+        elif value == mine:
+            continue
+        raise CheckpointError(f"the file's settings record says {key}={mine!r}, but its tensors "
+                              f'show {key}={value!r}; the file is inconsistent (edited by hand?)')
+    merged = dict(inferred)
+    merged.update({k: v for k, v in recorded.items() if k != 'family'})
+    return merged
 
 
 def load_checkpoint_file(path: str) -> Any:
@@ -178,21 +366,22 @@ def load_checkpoint_file(path: str) -> Any:
     official training scripts pickle, and what full mmengine checkpoints hold).
 
     Raises:
-        CheckpointError: missing, empty, truncated or non-checkpoint file, or one that references
-            a Python object outside the allow-list (it could run code when unpickled).
+        CheckpointError: missing, empty, truncated or non-checkpoint file, a directory, or one that
+            references a Python global outside the allow-list (it could run code).
     """
     try:
         return safe_torch_load(path)
     except FileNotFoundError:
         raise CheckpointError(f'{path}: no such file') from None
-    except (UnsafeCheckpointError, UnreadableCheckpointError) as err:
-        raise CheckpointError(str(err)) from None
+    except (UnsafeCheckpointError, UnreadableCheckpointError):
+        raise
 
 
 def checkpoint_arch(checkpoint: Any) -> Optional[str]:
     """The ``'arch'`` entry of a loaded checkpoint (timm savers write it), or None.
 
-    For SOFT it is the only thing that tells a SOFT-Norm (SOFT++) file from a plain SOFT one.
+    For SOFT it is the only thing in an official file that tells a SOFT-Norm (SOFT++) file from a
+    plain SOFT one.
     """
     arch = checkpoint.get('arch') if isinstance(checkpoint, Mapping) else None
     return arch if isinstance(arch, str) else None
@@ -225,16 +414,23 @@ def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], meta: Dic
     """Write ``{'state_dict': ..., 'meta': ...}`` atomically (temporary file in the destination
     directory, then :func:`os.replace`), so readers never see a partial file.
 
+    On any failure the destination is untouched and no temporary file is left behind.
+
     Raises:
-        CheckpointError: ``path`` exists and ``force`` is False.
+        CheckpointError: ``path`` exists and ``force`` is False, ``path`` is a directory, or the
+            write failed (permissions, disk full, ...), with the reason in one line.
     """
     path = osp.abspath(osp.expanduser(path))
+    if osp.isdir(path):
+        raise CheckpointError(f'{path} is a directory; give a file name for the output')
     if osp.exists(path) and not force:
         raise CheckpointError(f'{path} exists; pass --force to overwrite it')
     directory = osp.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    tmp_path = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(path)}.',
+                                        suffix='.tmp')
         with os.fdopen(fd, 'wb') as f:
             torch.save({'state_dict': dict(state_dict), 'meta': meta}, f)
             f.flush()
@@ -243,10 +439,18 @@ def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], meta: Dic
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
+        tmp_path = None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno == errno.ENOSPC:
+            reason = 'no space left on the device'
+        raise CheckpointError(f'cannot write {path}: {reason}; nothing was written') from None
+    except RuntimeError as err:  # torch.save reports a failed write as RuntimeError
+        raise CheckpointError(f'cannot write {path}: {str(err).splitlines()[0][:120]}; nothing '
+                              'was written') from None
+    finally:
+        if tmp_path is not None and osp.exists(tmp_path):
             os.remove(tmp_path)
-        raise
 
 
 def _resolve_local(checkpoint: str) -> str:
@@ -266,7 +470,7 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
     """Load a (possibly official) checkpoint into a backbone, converting keys on the fly.
 
     Args:
-        module: the backbone.
+        module: the backbone (a :class:`~mmlinattn.models.backbones.base.PyramidBackbone`).
         checkpoint (str): local path or URL.
         family (str): expected family, or ``'auto'``.
         prefix (str, optional): keep only keys under this prefix (stripped) before converting.
@@ -278,6 +482,8 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
     Raises:
         CheckpointError: unreadable file, wrong family, no matching key, or shapes that do not fit
             (i.e. the checkpoint is another variant than the model).
+        CheckpointMismatchError: the weights were trained with settings (e.g. SOFT vs SOFT++) that
+            contradict the backbone's, unless it has ``override_checkpoint_settings=True``.
     """
     from mmengine.logging import print_log
 
@@ -287,21 +493,32 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not state_dict:
             raise CheckpointError(f'{checkpoint}: no keys start with prefix {prefix!r}')
-    result = convert_state_dict(state_dict, family=family, source_arch=checkpoint_arch(loaded))
-    result.compare({k: v.shape for k, v in module.state_dict().items()})
+    try:
+        result = convert_state_dict(state_dict, family=family,
+                                    source_arch=checkpoint_arch(loaded))
+    except CheckpointError as err:
+        raise type(err)(f'{checkpoint}: {err}') from None
+    target = module.state_dict()
+    result.compare({k: v.shape for k, v in target.items()})
     name = type(module).__name__
     if result.mismatched:
         key = result.mismatched[0]
         raise CheckpointError(
             f'{checkpoint} does not fit this {name}: {len(result.mismatched)} tensors differ in '
             f'shape, e.g. {key} {tuple(result.state_dict[key].shape)} vs '
-            f'{tuple(module.state_dict()[key].shape)}; the file holds variant '
-            f'{result.variant!r} with arch {result.arch}')
+            f'{tuple(target[key].shape)}; the file holds variant {result.variant!r}: build the '
+            f'backbone as {backbone_config(result)}')
     if not result.matched:
         raise CheckpointError(f'{checkpoint}: no key matches this {name}')
+    if hasattr(module, 'check_checkpoint_settings'):
+        module.check_checkpoint_settings(result.settings, source=checkpoint)
+    warning = _FAMILIES[result.family].undecided(result.settings)
+    if warning:
+        print_log(f'{name}: {checkpoint}: {warning}', logger='current', level=30)
     module.load_state_dict({k: result.state_dict[k] for k in result.matched}, strict=False)
-    print_log(f'{name}: loaded {checkpoint} ({result.family}, {result.source_format}, variant '
-              f'{result.variant!r}): {result.summary()}'
+    kind = _FAMILIES[result.family].describe(result.settings)
+    print_log(f'{name}: loaded {checkpoint} ({result.family}{", " + kind if kind else ""}, '
+              f'{result.source_format}, variant {result.variant!r}): {result.summary()}'
               + (f'; missing: {_abbreviate(result.missing)}' if result.missing else '')
               + (f'; unexpected: {_abbreviate(result.unexpected)}' if result.unexpected else ''),
               logger='current')

@@ -20,17 +20,17 @@ The official names appear only in this file. Key map (official -> ours)::
     norm.*                               norm.*   (used with final_norm=True)
     head.*                               dropped
 
-:func:`convert_soft_state_dict` is the pure key map. :func:`convert_soft` wraps it for the
-converter framework (:mod:`mmlinattn.converters.common`, family ``'soft'``): it also accepts our
-own layout (backbone or whole detector / segmentor under ``backbone.``), infers the variant from
-the shapes and block counts (the official ``soft_small`` code config has 20 stage-2 blocks, the
-README's 24 M model 7: depths are read from the keys, never assumed) and refuses what is not a
-SOFT backbone.
+:func:`convert_soft_state_dict` is the pure key map. :data:`SOFT_CONVERTER` plugs it into the
+converter framework (:mod:`mmlinattn.converters.common`, family ``'soft'``), which also accepts our
+own layout (backbone or whole detector / segmentor under ``backbone.``). The variant is inferred
+from the shapes and block counts (the official ``soft_small`` code config has 20 stage-2 blocks,
+the README's 24 M model 7: depths are read from the keys, never assumed).
 
 SOFT and SOFT-Norm (SOFT++) files have identical keys; only the checkpoint's top-level ``'arch'``
-string (``'soft_*'`` vs ``'soft_norm_*'``) tells them apart. :func:`soft_checkpoint_weights` reads
-it together with the preferred weights (``state_dict_ema``: the official evaluation uses the EMA
-weights).
+string (``'soft_*'`` vs ``'soft_norm_*'``) tells them apart. The converter turns it into the
+settings record (``normalization='none'`` or ``'core'``) that every converted file carries, so a
+SOFT file cannot load into a SOFT++ backbone unnoticed (and vice versa). The timm saver's
+``state_dict_ema`` is preferred over ``state_dict``: the official evaluation uses the EMA weights.
 """
 import math
 import re
@@ -38,20 +38,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from .common import (CheckpointError, ConversionResult, checkpoint_arch, register_family,
-                     unwrap_state_dict)
+from ..archs import SOFT_ARCHS
+from .common import CheckpointError, FamilyConverter, register_family
 
-__all__ = ['convert_soft_state_dict', 'is_official_soft', 'detect_soft', 'infer_soft_arch',
-           'convert_soft', 'soft_checkpoint_weights']
+__all__ = ['SOFT_CONVERTER', 'convert_soft_state_dict', 'convert_official_soft',
+           'infer_soft_arch']
 
-FAMILY = 'soft'
-BACKBONE_PREFIX = 'backbone.'
-# Weight entries of an official timm-saver file, in order of preference.
-
-_OFFICIAL_SIGNATURE = re.compile(r'^block[123]\.\d+\.att\.mha\.W_q\.weight$')
-_OUR_SIGNATURE = re.compile(r'^stages\.[012]\.blocks\.\d+\.attn\.landmark_conv\.weight$')
-_OFFICIAL_KEY = re.compile(r'^(patch_embed\d\.|block\d\.\d+\.|pos_embed\d$|cls_token$)')
-_OUR_KEY = re.compile(r'^(stem\.\d+\.|stages\.\d+\.)')
 _STEM = {0: '0.conv', 1: '0.bn', 3: '1.conv', 4: '1.bn', 6: '2.conv', 7: '2.bn'}
 _SOFT_BLOCK = [('att.mha.W_q.', 'attn.q_proj.'), ('att.mha.W_v.', 'attn.v_proj.'),
                ('att.mha.ff.', 'attn.out_proj.'),
@@ -62,11 +54,7 @@ _SOFT_BLOCK = [('att.mha.W_q.', 'attn.q_proj.'), ('att.mha.W_v.', 'attn.v_proj.'
                ('att.ff2.', 'ffn.layers.1.')]
 _SOFTMAX_BLOCK = [('attn.proj.', 'attn.proj.'), ('norm1.', 'norm1.'), ('norm2.', 'norm2.'),
                   ('mlp.fc1.', 'ffn.layers.0.0.'), ('mlp.fc2.', 'ffn.layers.1.')]
-
-
-def is_official_soft(state_dict: Mapping) -> bool:
-    """True if ``state_dict`` has the official SOFT layout (SOFT and SOFT-Norm alike)."""
-    return any(_OFFICIAL_SIGNATURE.match(k) for k in state_dict)
+_OFFICIAL_SIGNATURE = re.compile(r'^block[123]\.\d+\.att\.mha\.W_q\.weight$')
 
 
 def _grid_table(table: torch.Tensor, key: str) -> torch.Tensor:
@@ -101,7 +89,7 @@ def convert_soft_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
         KeyError: a key that no rule covers (the file is not a SOFT classifier).
         ValueError: a position table that is not a square grid.
     """
-    if not is_official_soft(state_dict):
+    if not any(_OFFICIAL_SIGNATURE.match(k) for k in state_dict):
         return dict(state_dict)
     out, pending_q = {}, {}
     for key, value in state_dict.items():
@@ -139,42 +127,39 @@ def convert_soft_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
     return out
 
 
-def _backbone(state_dict: Mapping) -> Tuple[Dict, Dict]:
-    """(backbone keys without ``backbone.``, other keys); all keys are backbone keys if none has
-    the prefix."""
-    if any(k.startswith(BACKBONE_PREFIX) for k in state_dict):
-        return ({k[len(BACKBONE_PREFIX):]: v for k, v in state_dict.items()
-                 if k.startswith(BACKBONE_PREFIX)},
-                {k: v for k, v in state_dict.items() if not k.startswith(BACKBONE_PREFIX)})
-    return dict(state_dict), {}
+def convert_official_soft(state_dict: Mapping[str, torch.Tensor]
+                          ) -> Tuple[Dict[str, torch.Tensor], List[str], Dict[str, Any]]:
+    """:func:`convert_soft_state_dict` for the converter framework.
+
+    Raises:
+        CheckpointError: a key no rule covers or a non-square position table.
+    """
+    try:
+        converted = convert_soft_state_dict(state_dict)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f'not an official SOFT classifier: {err}') from None
+    return converted, sorted(k for k in state_dict if k.startswith('head.')), {'official': True}
 
 
-def detect_soft(state_dict: Mapping) -> bool:
-    """True for official SOFT / SOFT-Norm and for mmlinattn SOFT layouts (backbone or whole
-    model)."""
-    keys = _backbone(state_dict)[0]
-    return any(_OFFICIAL_SIGNATURE.match(k) or _OUR_SIGNATURE.match(k) for k in keys)
-
-
-def infer_soft_arch(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Dict, Dict]:
-    """Variant name, ``arch`` dict and the other constructor arguments of a SOFT backbone state
-    dict in our key layout.
+def infer_soft_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dict] = None
+                    ) -> Tuple[Dict, Dict, Dict]:
+    """``arch``, constructor arguments and settings of a SOFT state dict in our key layout.
 
     ``num_heads`` of stages 0-2 is the channel count of the per-head V convolution. Stage 3 has
-    no such trace; its head size is taken equal to stage 2's (32 in every released variant).
+    no such trace; the arch takes its head size equal to stage 2's (32 in every released
+    variant), and the settings leave it unknown (None).
 
     Returns:
-        tuple: ``(variant, arch, kwargs)``; variant is a zoo name or ``'custom'``; kwargs holds
-        ``landmark_ratios``, ``local_kernel_sizes``, ``pretrain_img_size``, ``final_norm`` and
-        ``in_channels`` as found in the weights.
+        tuple: ``(arch, build_kwargs, settings)``; build_kwargs holds ``pretrain_img_size``,
+        ``final_norm`` and ``in_channels`` as found in the weights; settings the widths, depths,
+        heads, ``landmark_ratios`` and ``local_kernel_sizes``.
 
     Raises:
         CheckpointError: the keys do not describe a 4-stage SOFT backbone.
     """
-    from ..models.backbones.soft import SOFT
-
+    num_stages = SOFT_ARCHS.num_stages
     embed_dims, depths, num_heads, ratios, kernels = [], [], [], [], []
-    for stage in range(SOFT.num_stages):
+    for stage in range(num_stages):
         blocks = {int(m.group(1)) for k in state_dict
                   for m in [re.match(rf'^stages\.{stage}\.blocks\.(\d+)\.', k)] if m}
         norm1 = state_dict.get(f'stages.{stage}.blocks.0.norm1.weight')
@@ -183,7 +168,7 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Dict, 
                                   'this is not a 4-stage SOFT backbone')
         embed_dims.append(norm1.shape[0])
         depths.append(len(blocks))
-        if stage < SOFT.num_stages - 1:
+        if stage < num_stages - 1:
             landmark = state_dict.get(f'stages.{stage}.blocks.0.attn.landmark_conv.weight')
             local = state_dict.get(f'stages.{stage}.blocks.0.attn.local_conv.weight')
             if landmark is None or local is None:
@@ -196,112 +181,65 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Dict, 
     if embed_dims[3] % head_dim:
         raise CheckpointError(f'cannot infer the stage-3 heads: width {embed_dims[3]} is not a '
                               f'multiple of the stage-2 head size {head_dim}')
-    num_heads.append(embed_dims[3] // head_dim)
-    arch = {'embed_dims': embed_dims, 'depths': depths, 'num_heads': num_heads}
+    arch = {'embed_dims': embed_dims, 'depths': depths,
+            'num_heads': num_heads + [embed_dims[3] // head_dim]}
     pos = state_dict.get('stages.0.pos_embed')
     stem = state_dict.get('stem.0.conv.weight')
-    kwargs = dict(landmark_ratios=ratios, local_kernel_sizes=kernels,
-                  pretrain_img_size=(pos.shape[-2] * 4, pos.shape[-1] * 4) if pos is not None
-                  else (224, 224),
-                  final_norm='norm.weight' in state_dict,
-                  in_channels=stem.shape[1] if stem is not None else 3)
-    for name in ('tiny', 'small', 'medium', 'large', 'huge'):
-        if SOFT.arch_zoo[name] == arch:
-            return name, arch, kwargs
-    return 'custom', arch, kwargs
+    build_kwargs = dict(landmark_ratios=ratios, local_kernel_sizes=kernels,
+                        pretrain_img_size=_image_size(pos),
+                        final_norm='norm.weight' in state_dict,
+                        in_channels=stem.shape[1] if stem is not None else 3)
+    settings = {'embed_dims': embed_dims, 'depths': depths, 'num_heads': num_heads + [None],
+                'landmark_ratios': ratios, 'local_kernel_sizes': kernels}
+    return arch, build_kwargs, settings
 
 
-def _reference_shapes(arch: Dict, kwargs: Dict) -> Optional[Dict[str, torch.Size]]:
-    """``{key: shape}`` of a SOFT with ``arch`` (built on the meta device, no memory)."""
-    from ..models.backbones.soft import SOFT
-    try:
-        with torch.device('meta'):
-            model = SOFT(arch=arch, **kwargs)
-    except ValueError:
-        return None
-    return {k: v.shape for k, v in model.state_dict().items()}
+def _image_size(pos_table: Optional[torch.Tensor]):
+    """Pre-training image size of a stage-0 position table ``(1, C, H / 4, W / 4)``."""
+    if pos_table is None:
+        return 224
+    height, width = pos_table.shape[-2] * 4, pos_table.shape[-1] * 4
+    return height if height == width else (height, width)
 
 
-def _is_norm_arch(source_arch: Optional[str]) -> Optional[bool]:
+def _source_settings(source_arch: Optional[str], hints: Dict) -> Dict[str, Any]:
+    """``normalization`` from an official file's ``'arch'`` entry (``soft_norm_*``: SOFT++)."""
     if not isinstance(source_arch, str):
-        return None
+        return {}
     name = source_arch.lower()
     if not name.startswith('soft'):
         raise CheckpointError(f"the checkpoint's arch entry {source_arch!r} is not a SOFT model")
-    return name.startswith('soft_norm')
+    return {'normalization': 'core' if name.startswith('soft_norm') else 'none'}
 
 
-def convert_soft(state_dict: Mapping[str, torch.Tensor], whole_model: bool = False,
-                 source_arch: Optional[str] = None) -> ConversionResult:
-    """Convert any SOFT layout to :class:`SOFT` keys (see the module docstring).
-
-    Args:
-        state_dict: unwrapped weights (see :func:`soft_checkpoint_weights`).
-        whole_model (bool): for detector / segmentor files (ours), keep the other modules' keys
-            and put the backbone under ``backbone.``.
-        source_arch (str, optional): the official file's ``'arch'`` entry; ``'soft_norm_*'``
-            marks a SOFT-Norm (SOFT++) model, reported as a ``-norm`` suffix of a released
-            variant's name (``'small-norm'``); build it with ``norm=True``.
-
-    Returns:
-        ConversionResult: compared against a SOFT of the inferred arch.
-
-    Raises:
-        CheckpointError: not SOFT, mixed layouts, an unknown official key, an incomplete or
-            non-SOFT structure, or ``whole_model`` with a backbone-only file.
-    """
-    if not detect_soft(state_dict):
-        raise CheckpointError('not a SOFT checkpoint (no block*.att.mha.W_q or '
-                              'stages.*.blocks.*.attn.landmark_conv weights)')
-    is_norm = _is_norm_arch(source_arch)
-    backbone, others = _backbone(state_dict)
-    is_detector = bool(others) or any(k.startswith(BACKBONE_PREFIX) for k in state_dict)
-    if whole_model and not is_detector:
-        raise CheckpointError('--whole-model needs a detector/segmentor checkpoint (keys under '
-                              "'backbone.'); this file holds only a backbone or classifier")
-    official = any(_OFFICIAL_KEY.match(k) for k in backbone)
-    ours = any(_OUR_KEY.match(k) for k in backbone)
-    if official and ours:
-        raise CheckpointError('the backbone mixes official SOFT keys and mmlinattn SOFT keys')
-    dropped: List[str] = []
-    if official:
-        try:
-            converted = convert_soft_state_dict(backbone)
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(f'not an official SOFT classifier: {err}') from None
-        dropped = sorted(k for k in backbone if k.startswith('head.'))
-        source_format = 'official-imagenet'
-    else:
-        converted, source_format = backbone, 'mmlinattn'
-    variant, arch, kwargs = infer_soft_arch(converted)
-    if is_norm and variant != 'custom':
-        variant += '-norm'
-    if whole_model:
-        output = {**{BACKBONE_PREFIX + k: v for k, v in converted.items()}, **others}
-    else:
-        output = converted
-        dropped += sorted(others)
-    result = ConversionResult(state_dict=output, family=FAMILY, variant=variant, arch=arch,
-                              source_format=source_format, dropped=dropped)
-    reference = _reference_shapes(arch, kwargs)
-    if reference is not None:
-        result.compare(reference, prefix=BACKBONE_PREFIX if whole_model else '')
-    return result
+def _describe(settings: Dict) -> str:
+    normalization = settings.get('normalization')
+    if normalization is None:
+        return 'SOFT or SOFT++: not recorded'
+    return {'none': "SOFT, normalization='none'",
+            'core': "SOFT++, normalization='core'"}.get(
+                normalization, f'SOFT++, normalization={normalization!r}')
 
 
-def soft_checkpoint_weights(checkpoint: Any) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
-    """The weights and the ``'arch'`` entry of a loaded official SOFT file.
-
-    Weights as :func:`~.common.unwrap_state_dict` finds them (``state_dict_ema`` before
-    ``state_dict``); a ``module.`` prefix is stripped.
-
-    Returns:
-        tuple: ``(state_dict, arch entry or None)``.
-
-    Raises:
-        CheckpointError: no tensors found.
-    """
-    return unwrap_state_dict(checkpoint), checkpoint_arch(checkpoint)
+def _undecided(settings: Dict) -> Optional[str]:
+    if settings.get('normalization') is None:
+        return ('the file does not record whether its weights are SOFT or SOFT++ (official files '
+                "say it in their 'arch' entry: soft_* or soft_norm_*); they were loaded into this "
+                "backbone's normalization as it is: make sure it is the one they were trained with")
+    return None
 
 
-register_family(FAMILY, detect_soft, convert_soft)
+SOFT_CONVERTER = FamilyConverter(
+    table=SOFT_ARCHS,
+    official_signature=_OFFICIAL_SIGNATURE,
+    our_signature=re.compile(r'^stages\.[012]\.blocks\.\d+\.attn\.landmark_conv\.weight$'),
+    official_keys=re.compile(r'^(patch_embed\d\.|block\d\.\d+\.|pos_embed\d$|cls_token$)'),
+    our_keys=re.compile(r'^(stem\.\d+\.|stages\.\d+\.)'),
+    convert_official=convert_official_soft,
+    infer=infer_soft_arch,
+    source_settings=_source_settings,
+    optional_keys=re.compile(r'^norm\.'),
+    describe=_describe,
+    undecided=_undecided)
+
+register_family(SOFT_CONVERTER)

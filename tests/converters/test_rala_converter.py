@@ -13,7 +13,9 @@ import mmlinattn  # noqa: F401
 from mmlinattn.converters import (CheckpointError, convert_state_dict, detect_family,
                                   load_checkpoint_file, load_pretrained, unwrap_state_dict)
 from mmlinattn.converters import common
+from mmlinattn.archs import RAVLT_ARCHS
 from mmlinattn.models.backbones.ravlt import RAVLT
+from mmlinattn.utils.checkpoint import SETTINGS_KEY
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATA = osp.join(REPO, 'tests', 'data', 'official')
@@ -93,7 +95,7 @@ def test_detector_file_backbone_only_and_whole_model():
     assert 'backbone.stages.0.blocks.0.attn.qkvg.weight' in keys
     assert not any(k.startswith('backbone.layers.') or k.startswith('backbone.patch_embed')
                    for k in keys)
-    assert len(keys) == 177 + 2
+    assert len(keys) == 177 + 2 + 1  # backbone, neck, the settings record
     assert (len(whole.matched), len(whole.missing), len(whole.unexpected)) == (177, 0, 0)
 
 
@@ -119,7 +121,9 @@ def test_our_own_files_are_returned_unchanged(tmp_path):
     again = convert_state_dict(ours['state_dict'])
     assert again.source_format == 'mmlinattn' and again.dropped == []
     assert again.state_dict.keys() == ours['state_dict'].keys()
-    assert all(again.state_dict[k] is ours['state_dict'][k] for k in again.state_dict)
+    assert all(again.state_dict[k] is ours['state_dict'][k] for k in again.state_dict
+               if k != SETTINGS_KEY)
+    assert again.settings == ours['meta']['settings']
 
 
 @pytest.mark.parametrize('variant', ['t', 's', 'b', 'l'])
@@ -128,8 +132,8 @@ def test_variant_inferred_from_shapes(variant):
         state_dict = RAVLT(arch=variant).state_dict()
     result = convert_state_dict(state_dict)
     assert result.variant == variant
-    assert result.arch['embed_dims'] == RAVLT.arch_zoo[variant]['embed_dims']
-    assert len(result.matched) == len(state_dict) and not result.missing
+    assert result.arch['embed_dims'] == RAVLT_ARCHS.get(variant)['embed_dims']
+    assert len(result.matched) == len(state_dict) - 1 and not result.missing  # - the record
 
 
 def test_detect_family():
@@ -171,8 +175,8 @@ def test_refuses_pickled_code(tmp_path, capsys):
     import argparse
     unsafe = tmp_path / 'unsafe.pth'
     torch.save({'model': {'w': torch.zeros(1)}, 'parser': argparse.ArgumentParser}, unsafe)
-    assert 'refusing to unpickle argparse.ArgumentParser' in refused(capsys, unsafe,
-                                                                      tmp_path / 'out.pth')
+    message = refused(capsys, unsafe, tmp_path / 'out.pth')
+    assert 'unsafe checkpoint: it references argparse.ArgumentParser' in message
 
 
 def test_refuses_a_soft_file_given_as_rala(tmp_path, capsys):
@@ -245,7 +249,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError('disk full')
 
     monkeypatch.setattr(common.torch, 'save', failing_save)
-    with pytest.raises(OSError, match='disk full'):
+    with pytest.raises(CheckpointError, match='cannot write .*disk full; nothing was written'):
         common.save_checkpoint(str(dst), {'w': torch.zeros(1)}, {}, force=True)
     assert dst.read_bytes() == b'old contents'
     assert sorted(os.listdir(tmp_path)) == ['out.pth']  # no temporary file left behind

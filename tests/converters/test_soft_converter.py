@@ -7,10 +7,18 @@ import pytest
 import torch
 
 import mmlinattn  # noqa: F401
-from mmlinattn.converters import (CheckpointError, convert_state_dict, detect_family,
-                                  load_checkpoint_file, unwrap_state_dict)
-from mmlinattn.converters.soft import (convert_soft, convert_soft_state_dict, infer_soft_arch,
-                                       soft_checkpoint_weights)
+from mmlinattn.converters import (CheckpointError, checkpoint_arch, convert_state_dict,
+                                  detect_family, load_checkpoint_file, unwrap_state_dict)
+from mmlinattn.converters.soft import convert_soft_state_dict, infer_soft_arch
+from mmlinattn.utils.checkpoint import SETTINGS_KEY
+
+
+def soft_checkpoint_weights(checkpoint):
+    return unwrap_state_dict(checkpoint), checkpoint_arch(checkpoint)
+
+
+def convert_soft(state_dict, **kwargs):
+    return convert_state_dict(state_dict, family='soft', **kwargs)
 from mmlinattn.models.backbones.soft import SOFT
 
 DATA = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'official')
@@ -34,7 +42,8 @@ def test_key_map_is_complete_and_loads_strictly(official_weights):
     assert len(official_weights) == 155 and len(converted) == 152
     assert 'head.weight' not in converted and 'norm.weight' in converted
     model = SOFT(arch=FIXTURE_ARCH, final_norm=True)
-    model.load_state_dict(converted, strict=True)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    assert missing == [SETTINGS_KEY] and unexpected == []  # the pure key map adds no record
     qkv = converted['stages.3.blocks.0.attn.qkv.weight']
     assert torch.equal(qkv[:48], official_weights['block4.0.attn.q.weight'])
     assert torch.equal(qkv[48:], official_weights['block4.0.attn.kv.weight'])
@@ -79,6 +88,7 @@ def test_soft_and_soft_norm_differ_only_in_the_arch_entry(name, norm):
     assert arch.startswith('soft_norm') == norm
     result = convert_soft(weights, source_arch=arch)
     assert result.variant == 'custom' and result.arch == FIXTURE_ARCH
+    assert result.settings['normalization'] == ('core' if norm else 'none')
     assert result.dropped == ['head.bias', 'head.weight']
     assert not result.missing and not result.unexpected and not result.mismatched
 
@@ -86,9 +96,11 @@ def test_soft_and_soft_norm_differ_only_in_the_arch_entry(name, norm):
 def test_released_variant_names_and_norm_suffix():
     with torch.device('meta'):
         ours = SOFT(arch='small').state_dict()
+    ours.pop(SETTINGS_KEY)
     result = convert_soft(ours, source_arch='soft_norm_small')
-    assert result.variant == 'small-norm' and result.source_format == 'mmlinattn'
-    assert convert_soft(ours).variant == 'small'
+    assert result.variant == 'small' and result.source_format == 'mmlinattn'
+    assert result.settings['normalization'] == 'core'
+    assert convert_soft(ours).settings.get('normalization') is None
     with pytest.raises(CheckpointError, match="arch entry 'rala_t' is not a SOFT model"):
         convert_soft(ours, source_arch='rala_t')
 
@@ -98,10 +110,11 @@ def test_depths_are_read_from_the_keys(official_weights):
     weights = dict(official_weights)
     weights.update({k.replace('block3.1.', 'block3.2.'): v for k, v in official_weights.items()
                     if k.startswith('block3.1.')})
-    variant, arch, kwargs = infer_soft_arch(convert_soft_state_dict(weights))
-    assert variant == 'custom' and arch['depths'] == [1, 2, 3, 1]
+    arch, kwargs, settings = infer_soft_arch(convert_soft_state_dict(weights))
+    assert arch['depths'] == [1, 2, 3, 1] and convert_soft(weights).variant == 'custom'
     assert kwargs['landmark_ratios'] == [8, 4, 2] and kwargs['local_kernel_sizes'] == [9, 5, 3]
-    assert kwargs['pretrain_img_size'] == (224, 224) and kwargs['final_norm']
+    assert kwargs['pretrain_img_size'] == 224 and kwargs['final_norm']
+    assert settings['num_heads'] == [2, 2, 2, None]
 
 
 def test_incomplete_structure_is_refused(official_weights):
@@ -125,7 +138,7 @@ def test_family_detection_and_cross_family_refusals(official):
         convert_state_dict(rala_weights, family='soft')
     with pytest.raises(CheckpointError, match='this is a SOFT checkpoint .* not RALA'):
         convert_state_dict(soft_weights, family='rala')
-    with pytest.raises(CheckpointError, match='not a SOFT checkpoint'):
+    with pytest.raises(CheckpointError, match='this is a RALA checkpoint'):
         convert_soft(rala_weights)
 
 
@@ -199,6 +212,6 @@ def test_shared_path_uses_ema_weights_and_the_arch_entry(tmp_path, official_weig
     load_pretrained(model, str(path))
     torch.testing.assert_close(model.state_dict()[key][:48],
                                official_weights['block4.0.attn.q.weight'])
-    from mmlinattn.converters.rala import convert_rala
+    rala = unwrap_state_dict(load_checkpoint_file(osp.join(DATA, 'ravlt_custom_in1k.pth')))
     with pytest.raises(CheckpointError, match='not a RAVLT'):
-        convert_rala(unwrap_state_dict(loaded), source_arch='soft_norm_custom')
+        convert_state_dict(rala, source_arch='soft_norm_custom')

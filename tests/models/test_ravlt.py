@@ -11,6 +11,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlinattn  # noqa: F401  (registers RAVLT)
 from mmlinattn.models.backbones import ravlt as ravlt_module
+from mmlinattn.models.backbones import base as base_module
+from mmlinattn.utils.checkpoint import CheckpointMismatchError
 from mmlinattn.models.backbones.ravlt import RAVLT
 from mmlinattn.ops.rala import rank_augmented_linear_attention, rope_softmax_attention
 
@@ -129,7 +131,7 @@ def test_knob_validation_messages():
         RAVLT(arch=SMALL_ARCH, attn_types=('linear', 'linear', 'window', 'softmax'))
     with pytest.raises(ValueError, match=r'out_indices must be in \[0, 3\]'):
         RAVLT(arch=SMALL_ARCH, out_indices=(4, ))
-    with pytest.raises(ValueError, match=r'frozen_stages must be in \[-1, 4\]'):
+    with pytest.raises(ValueError, match=r'frozen_stages must be an int in \[-1, 4\]'):
         RAVLT(arch=SMALL_ARCH, frozen_stages=5)
 
 
@@ -187,7 +189,11 @@ def test_attention_types_per_stage():
     linear = RAVLT(arch=SMALL_ARCH, attn_types=('linear', ) * 4)
     assert all(b.attn.attn_op is rank_augmented_linear_attention
                for s in linear.stages for b in s.blocks)
-    # Same parameters, so the same weights load into either; the function differs.
+    # Same parameters, but another function: loading needs the explicit override.
+    with pytest.raises(CheckpointMismatchError, match=r"set attn_types=\('linear', 'linear', "
+                       r"'softmax', 'softmax'\) in the backbone config"):
+        linear.load_state_dict(default.state_dict())
+    linear.override_checkpoint_settings = True
     linear.load_state_dict(default.state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -240,13 +246,13 @@ def test_norm_eval_covers_bn_and_syncbn(norm_type):
 
 def test_with_cp_gives_identical_gradients(monkeypatch):
     calls = []
-    checkpoint = ravlt_module.cp.checkpoint
+    checkpoint = base_module.cp.checkpoint
 
     def counting_checkpoint(*args, **kwargs):
         calls.append(kwargs.get('use_reentrant'))
         return checkpoint(*args, **kwargs)
 
-    monkeypatch.setattr(ravlt_module.cp, 'checkpoint', counting_checkpoint)
+    monkeypatch.setattr(base_module.cp, 'checkpoint', counting_checkpoint)
     torch.manual_seed(0)
     model = RAVLT(arch=SMALL_ARCH, drop_path_rate=0.3)
     model.init_weights()

@@ -108,7 +108,7 @@ class _Evil:
 def test_arbitrary_pickles_are_refused(tmp_path, capsys):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': _Evil()}, path)
-    with pytest.raises(UnsafeCheckpointError, match='allow-list'):
+    with pytest.raises(UnsafeCheckpointError, match=r'unsafe checkpoint: it references builtins\.print'):
         safe_torch_load(str(path))
     assert 'this must never run' not in capsys.readouterr().out
 
@@ -138,8 +138,8 @@ def test_damaged_files_get_the_converters_diagnostics_through_mmengine(tmp_path)
     empty.write_bytes(b'')
     text = tmp_path / 'notes.pth'
     text.write_text('just some text\n')
-    cases = [(truncated, 'truncated or corrupt checkpoint (zip archive unreadable'),
-             (empty, 'empty file (0 bytes)'), (text, 'not a PyTorch checkpoint')]
+    cases = [(truncated, 'truncated or corrupt checkpoint'),
+             (empty, 'empty file (0 bytes)'), (text, 'not a PyTorch checkpoint: expected')]
     for path, message in cases:
         with pytest.raises(UnreadableCheckpointError, match=re.escape(message)) as info:
             CheckpointLoader.load_checkpoint(str(path), map_location='cpu')

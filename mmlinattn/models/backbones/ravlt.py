@@ -16,20 +16,20 @@ Structure (all tensors channels-first ``(B, C, H, W)``)::
 """
 import copy
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
+from ...archs import RAVLT_ARCHS, RAVLT_OFFICIAL_ATTN_TYPES
 from ...ops.rala import rank_augmented_linear_attention, rope_softmax_attention
 from ...ops.rope import rope_sin_cos
-from ..layers import ConvertedPretrainedInit, LayerNorm2d, StageFreezing
+from ..layers import LayerNorm2d
+from .base import PyramidBackbone, check_positive_int, run_blocks
 
 __all__ = ['RAVLT']
 
@@ -172,12 +172,7 @@ class RAVLTStage(nn.Module):
         height, width = x.shape[-2:]
         table_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         sin, cos = rope_sin_cos(height, width, self.head_dim, device=x.device, dtype=table_dtype)
-        for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
-            else:
-                x = block(x, sin, cos)
-        return x
+        return run_blocks(self.blocks, x, sin, cos, with_cp=self.with_cp)
 
 
 def _stem(in_channels: int, embed_dims: int, norm_cfg: Dict) -> nn.Sequential:
@@ -194,7 +189,7 @@ def _stem(in_channels: int, embed_dims: int, norm_cfg: Dict) -> nn.Sequential:
 
 
 @MODELS.register_module()
-class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
+class RAVLT(PyramidBackbone):
     """RAVLT backbone (rank-augmented linear attention + RoPE softmax attention).
 
     A 4-stage pyramid (strides 4, 8, 16, 32). Stages 0-1 use rank-augmented linear attention
@@ -227,11 +222,12 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
             ``('linear', 'linear', 'softmax', 'softmax')`` (what the official weights were trained
             with). ``'linear'`` in stages 2-3 makes them O(N) in time and memory, which matters at
             very high resolution (at 1333x800, stage 2 already has ~4k tokens and a 4k x 4k map per
-            head); the parameters are identical so the same weights load, but the function differs
-            from the one they were trained for, so expect lower accuracy until fine-tuned.
+            head); the parameters are identical, but the function differs from the one the
+            official weights were trained for, so loading them needs
+            ``override_checkpoint_settings=True`` and a fine-tuning run.
         drop_path_rate (float, optional): stochastic depth, increasing linearly over all blocks
-            from 0 to this value. ``None`` uses the variant's official rate (t 0.1, s 0.15, b 0.4,
-            l 0.55). Defaults to None.
+            from 0 to this value, in ``[0, 1)``. ``None`` uses the variant's official rate (t 0.1,
+            s 0.15, b 0.4, l 0.55). Defaults to None.
         norm_cfg (dict): norm of the stem and downsamplers. The official detection and
             segmentation models use ``dict(type='SyncBN')``. Defaults to ``dict(type='BN')``.
         out_norm_cfg (dict, optional): norm of each returned feature map, built with
@@ -248,6 +244,11 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
             The official code meant to do this but its check misses SyncBN, so the official
             fine-tuning effectively ran with ``False``. Defaults to False.
         with_cp (bool): gradient checkpointing per block (less memory, slower). Defaults to False.
+        override_checkpoint_settings (bool): weights whose settings record (saved with every
+            checkpoint; see :class:`~mmlinattn.models.backbones.base.PyramidBackbone`) contradicts
+            this backbone's ``arch`` or ``attn_types`` are refused with an error naming the fix;
+            True loads them with a warning instead (e.g. official weights into
+            ``attn_types=('linear',) * 4`` for fine-tuning). Defaults to False.
         init_cfg (dict | list[dict], optional): ``None`` initialises from scratch (truncated
             normal convs, std 0.02). ``dict(type='Pretrained', checkpoint=PATH)`` loads an official
             RALA ImageNet or mmdet-2.x / mmseg-0.x file, or a file converted by
@@ -268,65 +269,37 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
         (1, 512, 7, 5)
     """
 
-    checkpoint_family = 'rala'  # converter used by init_cfg=dict(type='Pretrained', ...)
-    # yapf: disable
-    arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], {
-            'embed_dims': [64, 128, 256, 512], 'depths': [2, 2, 6, 2], 'num_heads': [1, 2, 4, 8],
-            'layer_scale_init_values': [1.0, 1.0, 1.0, 1.0], 'drop_path_rate': 0.1}),
-        **dict.fromkeys(['s', 'small'], {
-            'embed_dims': [64, 128, 320, 512], 'depths': [3, 5, 9, 3], 'num_heads': [1, 2, 5, 8],
-            'layer_scale_init_values': [1.0, 1.0, 1.0, 1.0], 'drop_path_rate': 0.15}),
-        **dict.fromkeys(['b', 'base'], {
-            'embed_dims': [96, 192, 384, 512], 'depths': [4, 6, 12, 6], 'num_heads': [1, 2, 6, 8],
-            'layer_scale_init_values': [1.0, 1.0, 1e-6, 1e-6], 'drop_path_rate': 0.4}),
-        **dict.fromkeys(['l', 'large'], {
-            'embed_dims': [96, 192, 448, 640], 'depths': [4, 7, 19, 8], 'num_heads': [1, 2, 7, 10],
-            'layer_scale_init_values': [1e-6, 1e-6, 1e-6, 1e-6], 'drop_path_rate': 0.55}),
-    }
-    # yapf: enable
-    required_arch_keys = ('embed_dims', 'depths', 'num_heads')
-    arch_defaults = {'mlp_ratios': [3.5] * 4, 'layer_scale_init_values': [1.0] * 4,
-                     'drop_path_rate': 0.1}
-    num_stages = 4
+    arch_table = RAVLT_ARCHS
 
     def __init__(self,
                  arch: Union[str, Dict] = 't',
                  in_channels: int = 3,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
-                 attn_types: Sequence[str] = ('linear', 'linear', 'softmax', 'softmax'),
+                 attn_types: Sequence[str] = RAVLT_OFFICIAL_ATTN_TYPES,
                  drop_path_rate: Optional[float] = None,
                  norm_cfg: Dict = dict(type='BN'),
                  out_norm_cfg: Optional[Dict] = dict(type='LN2d', eps=1e-6),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 override_checkpoint_settings: bool = False,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.arch = self.parse_arch(arch)
+        if drop_path_rate is None:
+            drop_path_rate = self.parse_arch(arch)['drop_path_rate']
+        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp,
+                         override_checkpoint_settings, init_cfg)
         embed_dims = self.arch['embed_dims']
         depths = self.arch['depths']
-        self.embed_dims = embed_dims
-        self.out_indices = self._check_out_indices(out_indices)
         self.attn_types = self._check_attn_types(attn_types)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(
-                f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        if drop_path_rate is None:
-            drop_path_rate = self.arch['drop_path_rate']
-        self.drop_path_rate = drop_path_rate
+        check_positive_int('in_channels', in_channels)
+        rates = self.block_drop_path_rates()
 
         with warnings.catch_warnings():
             # ConvModule warns about conv bias before BN; the official weights have both.
             warnings.filterwarnings('ignore', message='Unnecessary conv bias')
             self.stem = _stem(in_channels, embed_dims[0], norm_cfg)
-            rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
             self.stages = nn.ModuleList()
             for i in range(self.num_stages):
-                first = sum(depths[:i])
                 self.stages.append(RAVLTStage(
                     in_channels=embed_dims[i - 1] if i > 0 else None,
                     embed_dims=embed_dims[i],
@@ -334,7 +307,7 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
                     num_heads=self.arch['num_heads'][i],
                     attn_type=self.attn_types[i],
                     mlp_ratio=self.arch['mlp_ratios'][i],
-                    drop_path_rates=rates[first:first + depths[i]],
+                    drop_path_rates=rates[i],
                     layer_scale_init_value=self.arch['layer_scale_init_values'][i],
                     norm_cfg=norm_cfg,
                     with_cp=with_cp))
@@ -346,62 +319,24 @@ class RAVLT(ConvertedPretrainedInit, StageFreezing, BaseModule):
         self._freeze_stages()
 
     @classmethod
-    def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
-        """Resolve a variant name or validate a custom arch dict.
-
-        Returns:
-            dict: all arch keys (defaults filled in), lists copied.
-
-        Raises:
-            ValueError: unknown name, missing/unknown keys, wrong lengths, bad head sizes.
-        """
-        if isinstance(arch, str):
-            name = arch.lower()
-            if name not in cls.arch_zoo:
-                raise ValueError(f'arch {arch!r} unknown; choose one of {sorted(cls.arch_zoo)} '
-                                 f'or pass a dict with keys {list(cls.required_arch_keys)}')
-            arch = cls.arch_zoo[name]
-        elif not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        missing = [k for k in cls.required_arch_keys if k not in arch]
-        if missing:
-            raise ValueError(f'custom arch is missing {missing}; it needs the keys '
-                             f'{list(cls.required_arch_keys)} '
-                             f'(optional: {list(cls.arch_defaults)})')
-        unknown = sorted(set(arch) - set(cls.required_arch_keys) - set(cls.arch_defaults))
-        if unknown:
-            raise ValueError(f'custom arch has unknown keys {unknown}; allowed keys are '
-                             f'{list(cls.required_arch_keys) + list(cls.arch_defaults)}')
-        parsed = {**cls.arch_defaults, **arch}
-        for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'layer_scale_init_values'):
-            value = parsed[key]
-            if not isinstance(value, (list, tuple)) or len(value) != cls.num_stages:
-                raise ValueError(f'arch[{key!r}] must list {cls.num_stages} values (one per '
-                                 f'stage), got {value!r}')
-            parsed[key] = list(value)
-        for i, (dims, heads, depth) in enumerate(
-                zip(parsed['embed_dims'], parsed['num_heads'], parsed['depths'])):
-            if depth < 1 or heads < 1 or dims < 1:
-                raise ValueError(f'stage {i}: embed_dims, depths and num_heads must be positive, '
-                                 f'got {dims}, {depth}, {heads}')
-            if dims % heads:
-                raise ValueError(f'stage {i}: embed_dims {dims} is not divisible by num_heads '
-                                 f'{heads}')
+    def _check_arch(cls, arch: Dict) -> None:
+        for i, (dims, heads) in enumerate(zip(arch['embed_dims'], arch['num_heads'])):
             if (dims // heads) % 4:
                 raise ValueError(f'stage {i}: head_dim = {dims} / {heads} = {dims // heads} must '
                                  'be divisible by 4 (2-D RoPE rotates channel pairs along two '
                                  'axes)')
-        return parsed
+        for key in ('mlp_ratios', 'layer_scale_init_values'):
+            for i, value in enumerate(arch[key]):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ValueError(f'arch[{key!r}][{i}] must be a positive number, got '
+                                     f'{value!r}')
+        rate = arch['drop_path_rate']
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"arch['drop_path_rate'] must be a number in [0, 1), got {rate!r}")
 
-    def _check_out_indices(self, out_indices: Sequence[int]) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        normalised = []
-        for index in out_indices:
-            if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(f'out_indices must be in [0, {self.num_stages - 1}], got {index}')
-            normalised.append(index % self.num_stages)
-        return tuple(sorted(set(normalised)))
+    def function_settings(self) -> Dict[str, Any]:
+        """The attention of each stage (weights fit either kind, the function differs)."""
+        return {'attn_types': list(self.attn_types)}
 
     def _check_attn_types(self, attn_types: Sequence[str]) -> Tuple[str, ...]:
         attn_types = tuple(attn_types)

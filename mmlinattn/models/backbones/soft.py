@@ -21,23 +21,23 @@ Structure (strides 4, 8, 16, 32)::
         x = x + drop_path(ffn(norm2(x)))
 """
 import math
+import numbers
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
+from ...archs import SOFT_ARCHS
 from ...ops.soft import (NORMALIZATIONS, PINV_MODES, landmark_grid_size,
                          softmax_free_attention)
-from ..layers import ConvertedPretrainedInit, StageFreezing
+from .base import PyramidBackbone, check_positive_int, run_blocks
 
 __all__ = ['SOFT']
 
@@ -216,25 +216,21 @@ class SOFTStage(nn.Module):
         if self.with_cls_token:
             cls = (self.cls_token + self.cls_pos_embed).expand(batch, -1, -1)
             x = torch.cat([cls, x], dim=1)
-        for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, (height, width), use_reentrant=False)
-            else:
-                x = block(x, (height, width))
+        x = run_blocks(self.blocks, x, (height, width), with_cp=self.with_cp)
         if self.with_cls_token:
             x = x[:, 1:]
         return x.transpose(1, 2).reshape(batch, channels, height, width)
 
 
 @MODELS.register_module()
-class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
+class SOFT(PyramidBackbone):
     """SOFT / SOFT++ backbone (softmax-free attention in stages 0-2, softmax attention in stage 3).
 
     Stages 0-2 use Gaussian-kernel Nystrom attention: queries scaled by ``d ** -0.25`` are also the
     keys; landmarks come from a stride-r convolution over the queries (r = 8, 4, 2) followed by
     LayerNorm and GELU; the landmark kernel is inverted by 20 Newton-Schulz steps; a per-head
     depth-wise convolution on V (k = 9, 5, 3) is added. Stage 3 is a plain ViT block stack with a
-    cls token. SOFT++ (``norm=True``) adds a symmetric normalisation.
+    cls token. SOFT++ (``normalization='core'``, or ``norm=True``) adds a symmetric normalisation.
 
     **High resolution.** The official landmark count grows with the image (m = N / r^2, about
     1,050 per stage at 800 x 1344), so the O(m^3) inverse dominates. ``max_landmarks`` average-pools
@@ -270,16 +266,21 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
             ``'small'`` has depths ``[1, 3, 7, 4]`` (24.1 M parameters, the README's SOFT-Small;
             the official code's ``soft_small`` with ``[1, 3, 20, 4]`` has 38.9 M). Defaults to
             ``'tiny'``.
-        norm (bool): SOFT++ (the released "SOFT-*-Norm" models): symmetric normalisation on.
-            Only changes the defaults of ``normalization`` and ``pinv_mode``. Defaults to False.
-        normalization (str, optional): ``'none'``, ``'core'`` (released SOFT++) or ``'full'``
-            (see :func:`mmlinattn.ops.soft.softmax_free_attention`). None: ``'core'`` if ``norm``
-            else ``'none'``. Must agree with ``norm``. Defaults to None.
+        norm (bool, optional): older spelling of ``normalization``: True means ``'core'`` (the
+            released "SOFT-*-Norm" models, SOFT++), False ``'none'``. Given together with
+            ``normalization`` it must agree. Defaults to None.
+        normalization (str, optional): the one knob for SOFT vs SOFT++: ``'none'`` (SOFT),
+            ``'core'`` (released SOFT++) or ``'full'`` (see
+            :func:`mmlinattn.ops.soft.softmax_free_attention`). None: from ``norm``, else
+            ``'none'``. Recorded with the weights: loading SOFT weights into a SOFT++ backbone (or
+            the reverse) is an error naming this key. Defaults to None.
         pinv_mode (str, optional): ``'official'``, ``'official_norm'`` or ``'per_matrix'`` (see
-            :func:`mmlinattn.ops.soft.newton_schulz_pinv`). None: ``'official_norm'`` if ``norm``
-            else ``'official'`` (what the released checkpoints need). ``'per_matrix'`` avoids
-            host synchronisation and batch dependence for training new SOFT++ models. Defaults to
-            None.
+            :func:`mmlinattn.ops.soft.newton_schulz_pinv`). None: ``'official'`` for SOFT and
+            ``'official_norm'`` for SOFT++ (what the released checkpoints need).
+            ``'official_norm'`` shares one scale across the whole batch, so **a NaN or inf in one
+            image makes every image of the batch NaN** (and an image's output depends on its
+            batch); ``'per_matrix'`` has neither problem and is what every shipped training config
+            uses. Defaults to None.
         newton_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
         max_landmarks (int, optional): bound on the landmarks per SOFT attention (per image and
             head). None = the official, resolution-dependent count. Dense-prediction configs
@@ -293,8 +294,8 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
             ``(0, 1, 2, 3)``.
         final_norm (bool): apply the classifier's final LayerNorm (``norm``) to the stage-3 map.
             Defaults to False.
-        drop_path_rate (float): stochastic-depth rate, increasing linearly from 0 over all blocks.
-            Defaults to 0.1 (official).
+        drop_path_rate (float): stochastic-depth rate, increasing linearly from 0 over all blocks,
+            in ``[0, 1)``. Defaults to 0.1 (official).
         soft_block_drop (str): drop layer of the SOFT blocks: ``'dropout'`` (official: element-wise
             dropout with the stochastic-depth rate; identical to ``'drop_path'`` at inference) or
             ``'drop_path'``. Defaults to ``'dropout'``.
@@ -304,6 +305,10 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
         norm_eval (bool): keep all BN layers (BN and SyncBN) in eval mode while training.
             Defaults to False.
         with_cp (bool): gradient checkpointing per block. Defaults to False.
+        override_checkpoint_settings (bool): weights whose settings record contradicts this
+            backbone (SOFT vs SOFT++, arch, landmark or V-conv sizes) are refused with an error
+            naming the fix; True loads them with a warning instead (e.g. to fine-tune SOFT
+            weights as SOFT++). Defaults to False.
         init_cfg (dict | list[dict], optional): None initialises from scratch (truncated normal,
             std 0.02, for linear layers, position tables and the cls token).
             ``dict(type='Pretrained', checkpoint=PATH)`` loads an official SOFT / SOFT-Norm file or
@@ -323,27 +328,11 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
         (1, 512, 7, 5)
     """
 
-    checkpoint_family = 'soft'  # converter used by init_cfg=dict(type='Pretrained', ...)
-    # yapf: disable
-    arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], {'embed_dims': [64, 128, 320, 512],
-                                        'depths': [1, 2, 3, 2], 'num_heads': [2, 4, 10, 16]}),
-        **dict.fromkeys(['s', 'small'], {'embed_dims': [64, 128, 320, 512],
-                                         'depths': [1, 3, 7, 4], 'num_heads': [2, 4, 10, 16]}),
-        **dict.fromkeys(['m', 'medium'], {'embed_dims': [64, 128, 288, 512],
-                                          'depths': [1, 3, 29, 5], 'num_heads': [2, 4, 9, 16]}),
-        **dict.fromkeys(['l', 'large'], {'embed_dims': [64, 128, 320, 512],
-                                         'depths': [1, 3, 40, 5], 'num_heads': [2, 4, 10, 16]}),
-        **dict.fromkeys(['h', 'huge'], {'embed_dims': [64, 128, 352, 512],
-                                        'depths': [1, 5, 49, 5], 'num_heads': [2, 4, 11, 16]}),
-    }
-    # yapf: enable
-    arch_keys = ('embed_dims', 'depths', 'num_heads')
-    num_stages = 4
+    arch_table = SOFT_ARCHS
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
-                 norm: bool = False,
+                 norm: Optional[bool] = None,
                  normalization: Optional[str] = None,
                  pinv_mode: Optional[str] = None,
                  newton_iters: int = 20,
@@ -360,33 +349,36 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 override_checkpoint_settings: bool = False,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.arch = self.parse_arch(arch)
-        embed_dims, depths, num_heads = (self.arch[k] for k in self.arch_keys)
-        self.embed_dims = embed_dims
+        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp,
+                         override_checkpoint_settings, init_cfg)
+        embed_dims, depths, num_heads = (self.arch[k] for k in self.arch_table.required_keys)
         self.normalization, self.pinv_mode = self._resolve_attention(norm, normalization,
                                                                      pinv_mode)
-        if max_landmarks is not None and (not isinstance(max_landmarks, int) or max_landmarks < 1):
-            raise ValueError(f'max_landmarks must be a positive int or None, got {max_landmarks!r}')
-        self.max_landmarks = max_landmarks
-        if len(landmark_ratios) != 3 or len(local_kernel_sizes) != 3:
-            raise ValueError('landmark_ratios and local_kernel_sizes need one value for each of '
-                             f'the 3 SOFT stages, got {landmark_ratios!r} and '
-                             f'{local_kernel_sizes!r}')
+        self.newton_iters = check_positive_int('newton_iters', newton_iters)
+        self.max_landmarks = check_positive_int('max_landmarks', max_landmarks, allow_none=True)
+        self.landmark_ratios = self._check_per_soft_stage('landmark_ratios', landmark_ratios)
+        self.local_kernel_sizes = self._check_per_soft_stage('local_kernel_sizes',
+                                                             local_kernel_sizes)
+        if any(k % 2 == 0 for k in self.local_kernel_sizes):
+            raise ValueError(f'local_kernel_sizes must be odd (the V convolution keeps the grid '
+                             f'size with padding k // 2), got {tuple(local_kernel_sizes)}')
         if soft_block_drop not in SOFT_BLOCK_DROPS:
             raise ValueError(f'soft_block_drop {soft_block_drop!r} unknown; choose one of '
                              f'{sorted(SOFT_BLOCK_DROPS)}')
-        self.out_indices = self._check_out_indices(out_indices)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
-                             f'got {frozen_stages}')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        if isinstance(pretrain_img_size, int):
+        check_positive_int('in_channels', in_channels)
+        if isinstance(pretrain_img_size, numbers.Integral):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
-        self.pretrain_img_size = tuple(pretrain_img_size)
+        pretrain_img_size = tuple(pretrain_img_size)
+        if len(pretrain_img_size) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 32
+                for v in pretrain_img_size):
+            raise ValueError('pretrain_img_size must be an int or (height, width) of at least 32 '
+                             f'px (the stage-3 position table has size / 32 cells), got '
+                             f'{pretrain_img_size!r}')
+        self.pretrain_img_size = pretrain_img_size
+        rates = self.block_drop_path_rates()
 
         with warnings.catch_warnings():
             # ConvModule warns about conv bias before BN; the official weights have both.
@@ -398,17 +390,17 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
                            norm_cfg=norm_cfg),
                 ConvModule(STEM_CHANNELS, embed_dims[0], 3, stride=2, padding=1, bias=True,
                            norm_cfg=norm_cfg))
-            rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
             self.stages = nn.ModuleList()
             for i in range(self.num_stages):
-                stage_rates = rates[sum(depths[:i]):sum(depths[:i + 1])]
+                stage_rates = rates[i]
                 if i < self.num_stages - 1:
                     blocks = [
                         SOFTBlock(embed_dims[i], num_heads[i], rate, soft_block_drop,
-                                  landmark_ratio=landmark_ratios[i],
-                                  local_kernel_size=local_kernel_sizes[i],
+                                  landmark_ratio=self.landmark_ratios[i],
+                                  local_kernel_size=self.local_kernel_sizes[i],
                                   normalization=self.normalization, pinv_mode=self.pinv_mode,
-                                  newton_iters=newton_iters, max_landmarks=max_landmarks)
+                                  newton_iters=self.newton_iters,
+                                  max_landmarks=self.max_landmarks)
                         for rate in stage_rates
                     ]
                 else:
@@ -429,69 +421,46 @@ class SOFT(ConvertedPretrainedInit, StageFreezing, BaseModule):
         self._register_load_state_dict_pre_hook(self._resize_pos_embeds)
         self._freeze_stages()
 
-    @classmethod
-    def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
-        """Resolve a variant name or validate a custom arch dict.
-
-        Returns:
-            dict: ``embed_dims``, ``depths``, ``num_heads`` (lists, copied).
-
-        Raises:
-            ValueError: unknown name, missing/unknown keys, wrong lengths, bad head counts.
-        """
-        if isinstance(arch, str):
-            name = arch.lower()
-            if name not in cls.arch_zoo:
-                raise ValueError(f'arch {arch!r} unknown; choose one of {sorted(cls.arch_zoo)} '
-                                 f'or pass a dict with keys {list(cls.arch_keys)}')
-            arch = cls.arch_zoo[name]
-        elif not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        if set(arch) != set(cls.arch_keys):
-            raise ValueError(f'custom arch needs exactly the keys {list(cls.arch_keys)}, got '
-                             f'{sorted(arch)}')
-        parsed = {}
-        for key in cls.arch_keys:
-            value = arch[key]
-            if not isinstance(value, (list, tuple)) or len(value) != cls.num_stages:
-                raise ValueError(f'arch[{key!r}] must list {cls.num_stages} values (one per '
-                                 f'stage), got {value!r}')
-            parsed[key] = [int(v) for v in value]
-        for i, (dims, depth, heads) in enumerate(zip(*(parsed[k] for k in cls.arch_keys))):
-            if dims < 1 or depth < 1 or heads < 1:
-                raise ValueError(f'stage {i}: embed_dims, depths and num_heads must be positive, '
-                                 f'got {dims}, {depth}, {heads}')
-            if dims % heads:
-                raise ValueError(f'stage {i}: embed_dims {dims} is not divisible by num_heads '
-                                 f'{heads}')
-        return parsed
+    def _check_per_soft_stage(self, name: str, values: Sequence[int]) -> Tuple[int, ...]:
+        values = tuple(values) if isinstance(values, (list, tuple)) else (values, )
+        if len(values) != self.num_stages - 1:
+            raise ValueError(f'{name} needs one value for each of the {self.num_stages - 1} SOFT '
+                             f'stages, got {values!r}')
+        return tuple(check_positive_int(f'{name}[{i}]', v) for i, v in enumerate(values))
 
     @staticmethod
-    def _resolve_attention(norm: bool, normalization: Optional[str],
+    def _resolve_attention(norm: Optional[bool], normalization: Optional[str],
                            pinv_mode: Optional[str]) -> Tuple[str, str]:
         if normalization is None:
             normalization = 'core' if norm else 'none'
         if normalization not in NORMALIZATIONS:
             raise ValueError(f'normalization {normalization!r} unknown; choose one of '
                              f'{list(NORMALIZATIONS)}')
-        if norm != (normalization != 'none'):
+        if norm is not None and bool(norm) != (normalization != 'none'):
             raise ValueError(f'norm={norm} contradicts normalization={normalization!r}: SOFT++ '
-                             "(norm=True) needs 'core' or 'full', SOFT (norm=False) needs 'none'")
+                             "(norm=True) needs 'core' or 'full', SOFT (norm=False) needs 'none'; "
+                             'set only normalization')
         if pinv_mode is None:
-            pinv_mode = 'official_norm' if norm else 'official'
+            pinv_mode = 'official' if normalization == 'none' else 'official_norm'
         if pinv_mode not in PINV_MODES:
             raise ValueError(f'pinv_mode {pinv_mode!r} unknown; choose one of {list(PINV_MODES)}')
         return normalization, pinv_mode
 
-    def _check_out_indices(self, out_indices: Sequence[int]) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        normalised = []
-        for index in out_indices:
-            if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(f'out_indices must be in [0, {self.num_stages - 1}], got {index}')
-            normalised.append(index % self.num_stages)
-        return tuple(sorted(set(normalised)))
+    def function_settings(self) -> Dict[str, Any]:
+        """SOFT vs SOFT++ (``normalization``) and the landmark / V-conv sizes.
+
+        ``pinv_mode``, ``newton_iters`` and ``max_landmarks`` are not recorded: they choose how
+        closely the inverse is approximated, and the dense-prediction configs change them on
+        purpose (see the class docstring).
+        """
+        return {'normalization': self.normalization,
+                'landmark_ratios': list(self.landmark_ratios),
+                'local_kernel_sizes': list(self.local_kernel_sizes)}
+
+    def _setting_fix(self, key: str, value: Any, recorded) -> str:
+        if key == 'normalization':
+            return f'normalization={value!r}'
+        return super()._setting_fix(key, value, recorded)
 
     def _resize_pos_embeds(self, state_dict, prefix, *args, **kwargs) -> None:
         """Load-state-dict pre-hook: bilinearly resize stored position tables to ours."""

@@ -1,0 +1,335 @@
+"""The base class of every mmlinattn backbone, and the argument checks they share.
+
+:class:`PyramidBackbone` owns what is not specific to one attention: arch parsing against an
+:class:`~mmlinattn.archs.ArchTable`, ``out_indices`` / ``frozen_stages`` / ``norm_eval`` /
+``with_cp`` / ``drop_path_rate`` handling, pretrained initialisation through the converters, and the
+*settings record*: every backbone's state dict carries, under torch's ``_extra_state`` key, the
+settings that decide the function its weights compute (family, widths, depths, heads and the
+family's own, e.g. SOFT's normalization). Loading weights into a backbone built with contradicting
+settings is then an error (:class:`~mmlinattn.utils.checkpoint.CheckpointMismatchError`) whichever
+way they arrive: ``init_cfg=dict(type='Pretrained')``, ``load_from`` / ``--resume`` of a whole model,
+``init_detector`` or plain ``load_state_dict``. ``override_checkpoint_settings=True`` turns the error
+into a logged warning for deliberate changes (e.g. fine-tuning SOFT weights as SOFT++).
+
+A family subclass sets ``arch_table`` and implements its stem, stages and
+:meth:`~PyramidBackbone.function_settings`.
+"""
+import numbers
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...archs import ArchTable
+from ...utils.checkpoint import CheckpointMismatchError, decode_settings, encode_settings
+
+__all__ = ['PyramidBackbone', 'check_rate', 'check_positive_int', 'check_out_indices',
+           'run_blocks']
+
+#: Arch keys that are part of every settings record.
+ARCH_SETTINGS = ('embed_dims', 'depths', 'num_heads')
+
+
+def check_rate(name: str, value: Any) -> float:
+    """A probability-like rate in ``[0, 1)``.
+
+    Raises:
+        ValueError: naming ``name`` and the accepted range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f'{name} must be a number in [0, 1), got {value!r}')
+    return float(value)
+
+
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> Optional[int]:
+    """A positive int (or None when ``allow_none``).
+
+    Raises:
+        ValueError: naming ``name``.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f'{name} must be a positive int{" or None" if allow_none else ""}, got '
+                         f'{value!r}')
+    return int(value)
+
+
+def check_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
+    """Normalise ``out_indices`` (an int or a sequence; negative indices count from the end).
+
+    Returns:
+        tuple[int]: sorted, non-negative stage indices.
+
+    Raises:
+        ValueError: empty, out of range, not ints, or naming a stage twice.
+    """
+    if isinstance(out_indices, numbers.Integral) and not isinstance(out_indices, bool):
+        out_indices = (out_indices, )
+    indices = list(out_indices)
+    if not indices:
+        raise ValueError(f'out_indices is empty; name at least one of the stages 0..'
+                         f'{num_stages - 1}, e.g. out_indices=(0, 1, 2, 3)')
+    normalised = []
+    for index in indices:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise ValueError(f'out_indices must hold ints, got {out_indices!r}')
+        if not -num_stages <= index < num_stages:
+            raise ValueError(f'out_indices must be in [0, {num_stages - 1}] (or negative from '
+                             f'the end), got {index}')
+        normalised.append(int(index) % num_stages)
+    if len(set(normalised)) != len(normalised):
+        raise ValueError(f'out_indices {tuple(indices)} names a stage twice; list each stage once, '
+                         f'e.g. {tuple(sorted(set(normalised)))}')
+    return tuple(sorted(normalised))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, with_cp: bool = False
+               ) -> torch.Tensor:
+    """``x = block(x, *args)`` for each block, with gradient checkpointing when ``with_cp`` and
+    ``x`` needs a gradient."""
+    for block in blocks:
+        if with_cp and x.requires_grad:
+            x = cp.checkpoint(block, x, *args, use_reentrant=False)
+        else:
+            x = block(x, *args)
+    return x
+
+
+class PyramidBackbone(BaseModule):
+    """Base of the 4-stage pyramid backbones (strides 4, 8, 16, 32).
+
+    Subclasses set :attr:`arch_table`, build ``self.stem`` and ``self.stages`` (an
+    ``nn.ModuleList``) in their ``__init__`` after calling this one, call
+    :meth:`_freeze_stages` at its end, and implement :meth:`_init_from_scratch` and
+    :meth:`function_settings`.
+
+    Args:
+        arch (str | dict): a variant name of :attr:`arch_table` or a custom dict (see the
+            subclass).
+        out_indices (int | Sequence[int]): stages whose outputs are returned.
+        drop_path_rate (float): stochastic depth, increasing linearly over all blocks from 0 to
+            this value, in ``[0, 1)``.
+        frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` also stages
+            ``0 .. k - 1`` (eval mode, no gradients).
+        norm_eval (bool): keep every BN layer (SyncBN included) in eval mode while training.
+        with_cp (bool): gradient checkpointing per block.
+        override_checkpoint_settings (bool): load weights whose settings record contradicts this
+            backbone's settings with a warning instead of an error.
+        init_cfg (dict | list[dict], optional): ``None`` initialises from scratch;
+            ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads an official or
+            converted file through :func:`mmlinattn.converters.load_pretrained`.
+    """
+
+    arch_table: ArchTable
+    num_stages: int
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if 'arch_table' in cls.__dict__:
+            cls.num_stages = cls.arch_table.num_stages
+
+    def __init__(self, arch: Union[str, Dict], out_indices: Union[int, Sequence[int]],
+                 drop_path_rate: float, frozen_stages: int, norm_eval: bool, with_cp: bool,
+                 override_checkpoint_settings: bool = False,
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self.parse_arch(arch)
+        self.embed_dims = self.arch['embed_dims']
+        self.out_indices = check_out_indices(out_indices, self.num_stages)
+        self.drop_path_rate = check_rate('drop_path_rate', drop_path_rate)
+        if (isinstance(frozen_stages, bool) or not isinstance(frozen_stages, numbers.Integral)
+                or not -1 <= frozen_stages <= self.num_stages):
+            raise ValueError(f'frozen_stages must be an int in [-1, {self.num_stages}] (-1: '
+                             f'nothing frozen), got {frozen_stages!r}')
+        self.frozen_stages = int(frozen_stages)
+        self.norm_eval = bool(norm_eval)
+        self.with_cp = bool(with_cp)
+        self.override_checkpoint_settings = bool(override_checkpoint_settings)
+
+    # ------------------------------------------------------------------------------ arch
+    @classmethod
+    def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
+        """Resolve a variant name or validate a custom arch dict.
+
+        Returns:
+            dict: all arch keys (defaults filled in), lists copied.
+
+        Raises:
+            ValueError: unknown name, missing / unknown keys, wrong lengths or values.
+            TypeError: ``arch`` is neither a str nor a dict.
+        """
+        table = cls.arch_table
+        required, defaults = table.required_keys, dict(table.defaults)
+        if isinstance(arch, str):
+            if table.canonical(arch) is None:
+                raise ValueError(f'arch {arch!r} unknown; choose one of {list(table.names())} '
+                                 f'or pass a dict with keys {list(required)}')
+            return table.get(arch)
+        if not isinstance(arch, Mapping):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = [k for k in required if k not in arch]
+        if missing:
+            raise ValueError(f'custom arch is missing {missing}; it needs the keys '
+                             f'{list(required)} (optional: {list(defaults)})')
+        unknown = sorted(set(arch) - set(required) - set(defaults))
+        if unknown:
+            raise ValueError(f'custom arch has unknown keys {unknown}; allowed keys are '
+                             f'{list(required) + list(defaults)}')
+        parsed = {**defaults, **arch}
+        for key, value in list(parsed.items()):
+            if isinstance(defaults.get(key, []), list):
+                if not isinstance(value, (list, tuple)) or len(value) != table.num_stages:
+                    raise ValueError(f'arch[{key!r}] must list {table.num_stages} values (one '
+                                     f'per stage), got {value!r}')
+                parsed[key] = list(value)
+        for key in ARCH_SETTINGS:
+            for i, value in enumerate(parsed[key]):
+                check_positive_int(f'arch[{key!r}][{i}] (stage {i})', value)
+            parsed[key] = [int(v) for v in parsed[key]]
+        for i, (dims, heads) in enumerate(zip(parsed['embed_dims'], parsed['num_heads'])):
+            if dims % heads:
+                raise ValueError(f'stage {i}: embed_dims {dims} is not divisible by num_heads '
+                                 f'{heads}')
+        cls._check_arch(parsed)
+        return parsed
+
+    @classmethod
+    def _check_arch(cls, arch: Dict) -> None:
+        """Family-specific checks of a parsed custom arch (raise ValueError)."""
+
+    def block_drop_path_rates(self) -> List[List[float]]:
+        """Per stage, the stochastic-depth rate of each block (linear from 0 over all blocks)."""
+        depths = self.arch['depths']
+        rates = torch.linspace(0, self.drop_path_rate, sum(depths), device='cpu').tolist()
+        return [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
+
+    # ------------------------------------------------------------------ freezing, norm_eval
+    def _frozen_modules(self) -> List[nn.Module]:
+        """Modules frozen by ``frozen_stages``; subclasses add modules outside the stages."""
+        return (([self.stem] if self.frozen_stages >= 0 else []) +
+                list(self.stages[:max(self.frozen_stages, 0)]))
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):  # BN and SyncBN alike
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------------------------------ init
+    def init_weights(self) -> None:
+        """``init_cfg=None``: from scratch. ``Pretrained``: from scratch, then the file through
+        :func:`mmlinattn.converters.load_pretrained` (official and converted layouts; keys the file
+        lacks keep their from-scratch values). Other types go to :class:`BaseModule`."""
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from ...converters import load_pretrained
+            self._init_from_scratch()
+            load_pretrained(self, init_cfg['checkpoint'], family=self.arch_table.family,
+                            prefix=init_cfg.get('prefix'))
+            self._is_init = True
+        elif init_cfg is None:
+            self._init_from_scratch()
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _init_from_scratch(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ settings record
+    def function_settings(self) -> Dict[str, Any]:
+        """Family-specific settings that change the function of the same weights (JSON values)."""
+        return {}
+
+    def trained_settings(self) -> Dict[str, Any]:
+        """The settings record saved with this backbone's weights.
+
+        Returns:
+            dict: ``family``, ``embed_dims``, ``depths``, ``num_heads`` and
+            :meth:`function_settings`.
+        """
+        return {'family': self.arch_table.family,
+                **{k: list(self.arch[k]) for k in ARCH_SETTINGS}, **self.function_settings()}
+
+    def get_extra_state(self) -> torch.Tensor:
+        return encode_settings(self.trained_settings())
+
+    def set_extra_state(self, state: Any) -> None:
+        self.check_checkpoint_settings(decode_settings(state))
+
+    def _setting_fix(self, key: str, value: Any, recorded: Mapping[str, Any]) -> str:
+        """The backbone-config change that makes this backbone match ``recorded[key]``."""
+        if key in ARCH_SETTINGS:
+            arch = {k: recorded.get(k, self.arch[k]) for k in ARCH_SETTINGS}
+            name = self.arch_table.variant_of(arch, keys=ARCH_SETTINGS)
+            return f'arch={name!r}' if name else f'arch={arch}'
+        return f'{key}={tuple(value) if isinstance(value, list) else value!r}'
+
+    def check_checkpoint_settings(self, recorded: Mapping[str, Any],
+                                  source: str = 'the checkpoint') -> List[str]:
+        """Compare a settings record with this backbone's settings.
+
+        Entries that are missing or None in ``recorded`` (not known for that file) are not
+        compared.
+
+        Args:
+            recorded (dict): e.g. from the checkpoint's ``_extra_state`` or a converter.
+            source (str): how to name the weights in messages (a file path).
+
+        Returns:
+            list[str]: the keys that differ (only with ``override_checkpoint_settings``).
+
+        Raises:
+            CheckpointMismatchError: another family, or settings that differ without
+                ``override_checkpoint_settings``.
+        """
+        name = type(self).__name__
+        family = recorded.get('family')
+        if family is not None and family != self.arch_table.family:
+            raise CheckpointMismatchError(
+                f'{source} holds {family.upper()} weights, but this backbone is {name} '
+                f'({self.arch_table.family.upper()}); build the backbone type that matches them')
+        ours = self.trained_settings()
+        differ = []
+        for key, value in recorded.items():
+            if key == 'family' or key not in ours or value is None:
+                continue
+            if isinstance(value, list) and isinstance(ours[key], list):
+                if len(value) == len(ours[key]) and all(
+                        v is None or v == o for v, o in zip(value, ours[key])):
+                    continue
+            elif value == ours[key]:
+                continue
+            differ.append(key)
+        if not differ:
+            return []
+        trained = ', '.join(f'{k}={recorded[k]!r}' for k in differ)
+        built = ', '.join(f'{k}={ours[k]!r}' for k in differ)
+        fixes = []
+        for key in differ:
+            fix = self._setting_fix(key, recorded[key], recorded)
+            if fix not in fixes:
+                fixes.append(fix)
+        message = (f'{source} holds weights trained with {trained}, but this {name} is built with '
+                   f'{built}')
+        if self.override_checkpoint_settings:
+            print_log(f'{message}; loading them anyway because override_checkpoint_settings=True',
+                      logger='current', level=30)
+            return differ
+        raise CheckpointMismatchError(
+            f'{message}; set {" and ".join(fixes)} in the backbone config to match them (or '
+            'override_checkpoint_settings=True to load them into this model on purpose)')
