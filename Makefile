@@ -29,5 +29,9 @@ test-slow: setup
 test-all: setup
 	$(PYTEST) tests
 
+# Re-measure the committed benchmark results (full sweep, ~1 h on 2 CPU cores).
+benchmark: setup
+	$(PY) tools/analysis/benchmark.py --update-docs
+
 clean:
 	rm -rf work_dirs demo_outputs

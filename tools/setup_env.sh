@@ -18,8 +18,28 @@
 #      only when the C++ ops loaded (sed below); afterwards torchvision imports, and its ops fall back
 #      to Python or raise a clear error.
 #   4. torch>=2.6 defaults torch.load to weights_only=True, which mmengine 0.10.7 does not expect.
-#      That is handled inside the package (mmlinattn/utils/checkpoint_compat.py), not here.
+#      That is handled inside the package (mmlinattn/utils/checkpoint.py), not here.
 set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: bash tools/setup_env.sh [-h|--help]
+
+Creates ./.venv (or uses $PYTHON) and installs torch 2.13.0 (CPU), mmengine, mmcv 2.1.0 built with
+its CPU ops (cached in $MMLINATTN_CACHE/wheels, default ~/.cache/mmlinattn), mmdet, mmseg, timm and
+the test tools, pinned by constraints.txt. A re-run with nothing changed returns in seconds.
+`make test` and `make demo` run it first.
+
+environment:
+  PYTHON            use this interpreter instead of creating ./.venv
+  MMLINATTN_CACHE   where the built mmcv wheel is kept between clones
+USAGE
+}
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    '') ;;
+    *) echo "setup_env.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

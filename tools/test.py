@@ -19,8 +19,9 @@ from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401
 from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
-from mmlinattn.utils.run_config import (UserInputError, check_datasets, load_config,  # noqa: E402
-                                        task_of)
+from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
+from mmlinattn.utils.run_config import (UserInputError, check_checkpoint,  # noqa: E402
+                                        check_datasets, load_config, task_of)
 
 
 def parse_args(argv=None):
@@ -44,10 +45,11 @@ def parse_args(argv=None):
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
     task = task_of(cfg)
-    if not osp.isfile(args.checkpoint):
+    if not osp.exists(args.checkpoint):
         raise UserInputError(f'checkpoint {args.checkpoint!r} does not exist; train one with '
                              f'tools/train.py {args.config} or convert one with '
                              'tools/convert_checkpoint.py')
+    check_checkpoint(cfg, args.checkpoint, 'checkpoint')
     check_datasets(cfg, ['test_dataloader'])
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
@@ -59,7 +61,7 @@ def build_cfg(args):
         cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
         cfg.test_cfg.fp16 = True
     if args.show_dir:
-        hook = cfg.default_hooks.visualization
+        hook = _visualization_hook(cfg, task)
         if task == 'mmdet':
             hook.draw, hook.test_out_dir = True, args.show_dir
         else:
@@ -75,6 +77,19 @@ def build_cfg(args):
     return cfg
 
 
+def _visualization_hook(cfg, task: str):
+    """The config's visualization hook, added with the task's default when the config has none."""
+    hooks = cfg.setdefault('default_hooks', {})
+    if hooks.get('visualization') is None:
+        hooks['visualization'] = dict(
+            type='DetVisualizationHook' if task == 'mmdet' else 'SegVisualizationHook')
+    if cfg.get('visualizer') is None:
+        cfg.visualizer = dict(
+            type='DetLocalVisualizer' if task == 'mmdet' else 'SegLocalVisualizer',
+            vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+    return cfg.default_hooks.visualization
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -85,8 +100,12 @@ def main(argv=None):
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
     prepare_cpu_run(cfg)  # gloo instead of CUDA-only setup on a machine without CUDA
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    try:
+        runner = Runner.from_cfg(cfg)
+        metrics = runner.test()
+    except CheckpointError as err:  # found only while loading (the checks above passed)
+        print(f'error: checkpoint {args.checkpoint}: {err}', file=sys.stderr)
+        return 2
     if is_main_process():
         print({k: round(float(v), 4) for k, v in metrics.items()})
     return 0

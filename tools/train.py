@@ -20,8 +20,9 @@ from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
 from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
-from mmlinattn.utils.run_config import (UserInputError, check_datasets, load_config,  # noqa: E402
-                                        task_of)
+from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
+from mmlinattn.utils.run_config import (UserInputError, check_checkpoint,  # noqa: E402
+                                        check_datasets, load_config, resume_checkpoint, task_of)
 
 
 def parse_args(argv=None):
@@ -62,12 +63,14 @@ def build_cfg(args):
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        if not osp.isfile(args.resume):
+    if args.resume is not None:
+        if args.resume != 'auto' and not osp.exists(args.resume):
             raise UserInputError(f'--resume: checkpoint {args.resume!r} does not exist')
-        cfg.resume, cfg.load_from = True, args.resume
+        path = resume_checkpoint(cfg, args.resume)
+        # 'auto' with nothing saved yet starts from scratch, as mmengine does.
+        cfg.resume, cfg.load_from = True, path
+    elif cfg.get('load_from'):
+        check_checkpoint(cfg, cfg.load_from, 'load_from')
     needed = ['train_dataloader']
     if cfg.get('val_cfg') is not None:
         needed.append('val_dataloader')
@@ -85,8 +88,12 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     prepare_cpu_run(cfg)  # gloo instead of CUDA-only setup, bf16 AMP without loss scaling on CPU
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
+    except CheckpointError as err:  # found only while loading (the checks above passed)
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return 0
 
 

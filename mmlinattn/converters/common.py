@@ -515,7 +515,12 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
     warning = _FAMILIES[result.family].undecided(result.settings)
     if warning:
         print_log(f'{name}: {checkpoint}: {warning}', logger='current', level=30)
-    module.load_state_dict({k: result.state_dict[k] for k in result.matched}, strict=False)
+    weights = {k: result.state_dict[k] for k in result.matched}
+    if hasattr(module, 'partial_load'):
+        with module.partial_load():
+            module.load_state_dict(weights, strict=False)
+    else:
+        module.load_state_dict(weights, strict=False)
     kind = _FAMILIES[result.family].describe(result.settings)
     print_log(f'{name}: loaded {checkpoint} ({result.family}{", " + kind if kind else ""}, '
               f'{result.source_format}, variant {result.variant!r}): {result.summary()}'

@@ -31,18 +31,22 @@ with the same signature that spells the maths out (direct differences, unrolled 
 ``N x N`` matrix materialised).
 """
 import math
+import warnings
 from typing import Optional, Tuple
 
 import torch
 
 __all__ = [
-    'PINV_MODES', 'NORMALIZATIONS', 'gaussian_kernel', 'gaussian_kernel_reference',
+    'PINV_MODES', 'BATCH_COUPLED_PINV_MODES', 'NORMALIZATIONS', 'gaussian_kernel', 'gaussian_kernel_reference',
     'newton_schulz_pinv', 'newton_schulz_pinv_reference', 'softmax_free_attention',
     'softmax_free_attention_reference', 'landmark_grid_size'
 ]
 
 #: Newton-Schulz variants, see :func:`newton_schulz_pinv`.
 PINV_MODES = ('official', 'official_norm', 'per_matrix')
+#: Modes whose result for one matrix depends on the other matrices of the batch (one shared scale):
+#: an image's output depends on its batch, and a NaN / inf in one image makes all of them NaN.
+BATCH_COUPLED_PINV_MODES = ('official_norm', )
 #: Symmetric normalisation variants, see :func:`softmax_free_attention`.
 NORMALIZATIONS = ('none', 'core', 'full')
 
@@ -125,11 +129,14 @@ def _halving_search_scale(mat: torch.Tensor, alpha: torch.Tensor) -> torch.Tenso
 
 def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torch.Tensor:
     """The forward iteration shared by the fast op; ``mat`` is ``(..., m, m)``, no autograd."""
+    if mat.numel() == 0:                                                # an empty batch
+        return mat.clone()
     row_sum_max = mat.sum(-1).amax(-1)                                # (...)
     if mode == 'official':
         target = mat + _SHIFT * _eye_like(mat)
         alpha = _SAFETY * 2 / row_sum_max ** 2
     elif mode == 'official_norm':
+        _warn_if_batch_poisoned(mat)
         target = mat
         alpha = 2 / row_sum_max.max() ** 2                              # one scale for the batch
         eye = _eye_like(mat)
@@ -145,6 +152,19 @@ def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torc
     for _ in range(num_iters):
         inv = 2 * inv - inv @ target @ inv
     return inv
+
+
+def _warn_if_batch_poisoned(mat: torch.Tensor) -> None:
+    """Name the failure ``'official_norm'`` cannot avoid: one non-finite matrix poisons the batch."""
+    finite = torch.isfinite(mat).flatten(-2).all(-1).flatten()          # host sync, as the search
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        warnings.warn(
+            f"pinv_mode='official_norm': {len(bad)} of {finite.numel()} landmark kernels (image x "
+            f'head, flat indices {bad[:8]}) hold NaN or inf; this mode shares one Newton scale '
+            'across the whole batch (as the released SOFT++ code does), so every image of the '
+            "batch is now NaN. pinv_mode='per_matrix' keeps the other images finite.",
+            RuntimeWarning, stacklevel=2)
 
 
 class _NewtonSchulzPinv(torch.autograd.Function):
@@ -181,7 +201,10 @@ def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
       ``alpha = 2 / s^2`` with ``s`` taken over the *whole batch and all heads*, halved while
       ``max |I - alpha A A|_1 > 1.01`` (at most 10 times). The search synchronises with the host
       once per halving, and an image's output depends on the other images of its batch (measured on
-      the official fixture: up to 3.2e-4 relative on stage outputs).
+      the official fixture: up to 3.2e-4 relative on stage outputs). **A NaN or inf in one image
+      makes every image of the batch NaN** (the shared scale becomes NaN); a ``RuntimeWarning``
+      names the affected matrices when it happens. Use it to reproduce released weights, never to
+      train.
     * ``'per_matrix'`` - for training new models: the same search done independently for every
       matrix and fully vectorised (no host synchronisation, no data-dependent Python control flow,
       graph- and export-friendly, batch-independent; ``torch.compile(fullgraph=True)`` traces it).
@@ -219,6 +242,8 @@ def newton_schulz_pinv_reference(mat: torch.Tensor, num_iters: int = 20,
     """
     _check_mode(mode)
     mat = mat.to(_compute_dtype(mat))
+    if mat.numel() == 0:
+        return mat.clone()
     flat = mat.reshape(-1, *mat.shape[-2:])
     eye = _eye_like(mat)
 

@@ -5,12 +5,16 @@ created, a config without the dataloader the command needs) is turned into a :cl
 whose message says what is missing and which command creates it. The tools print that one line and
 exit with status 2 instead of showing a stack trace.
 """
+import glob
+import os
 import os.path as osp
+import re
 from typing import Iterable, List, Optional
 
 from mmengine.config import Config
 
-__all__ = ['UserInputError', 'load_config', 'task_of', 'check_datasets']
+__all__ = ['UserInputError', 'load_config', 'task_of', 'check_datasets', 'check_checkpoint',
+           'resume_checkpoint']
 
 #: which command creates the data a config points at, keyed by a substring of the data root.
 _DATA_HINTS = (
@@ -108,3 +112,134 @@ def check_datasets(cfg: Config, loaders: Iterable[str]) -> None:
         for path in _dataset_roots(loader['dataset']):
             if path and not osp.exists(path):
                 raise UserInputError(f'{name}: {path!r} does not exist; {_hint(path)}')
+
+
+def _validate_checkpoint(path: str):
+    """Load ``path`` cheaply (memory-mapped) through the safe loader; return it.
+
+    Raises:
+        CheckpointError: the one-line diagnosis (missing, directory, empty, truncated, not a
+            checkpoint, unsafe).
+    """
+    from .checkpoint import CheckpointError, safe_torch_load
+    try:
+        return safe_torch_load(path, mmap=True)
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such file') from None
+
+
+def _backbone_state(checkpoint) -> dict:
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    return state if isinstance(state, dict) else {}
+
+
+def check_checkpoint(cfg: Config, path: str, flag: str) -> None:
+    """Check, before any run starts, that ``path`` can be loaded into the model of ``cfg``.
+
+    Catches what would otherwise surface as a long traceback after the config dump: a missing,
+    damaged, non-checkpoint or unsafe file; an official RALA / SOFT file that must be converted
+    first; and mmlinattn backbone weights that do not fit the config's backbone: another arch,
+    tensors of the wrong shape or missing, or a settings record that contradicts it (e.g. SOFT
+    weights for a SOFT++ config; the backbone's ``override_checkpoint_settings=True`` allows it).
+
+    Args:
+        cfg (Config): the loaded config.
+        path (str): checkpoint path.
+        flag (str): how the user gave the path (``'checkpoint'``, ``'--resume'``, ``'load_from'``).
+
+    Raises:
+        UserInputError: one line naming the file, what is wrong and the fix.
+    """
+    from .checkpoint import CheckpointError
+    try:
+        checkpoint = _validate_checkpoint(path)
+    except CheckpointError as err:
+        raise UserInputError(f'{flag}: {err}') from None
+    state = _backbone_state(checkpoint)
+    backbone_cfg = cfg.get('model', {}).get('backbone') if isinstance(cfg.get('model'), dict) \
+        else None
+    official = [k for k in state if re.match(r'^backbone\.(layers\.\d+\.blocks\.\d+\.attn\.qkvo|'
+                                              r'block[123]\.\d+\.att\.mha)\.', k)]
+    if official:
+        raise UserInputError(
+            f'{flag}: {path} holds an official (mmdet 2.x / timm) model, not an mmlinattn one; '
+            f'convert it first: python tools/convert_checkpoint.py {path} CONVERTED.pth '
+            '--whole-model')
+    backbone_state = {k[len('backbone.'):]: v for k, v in state.items()
+                      if k.startswith('backbone.')}
+    if not backbone_state or not backbone_cfg:
+        return
+    backbone = _build_on_meta(cfg, backbone_cfg)
+    if backbone is None or not hasattr(backbone, 'check_state_dict'):
+        return
+    try:
+        backbone._adapt_incoming(backbone_state, '')
+        backbone.check_state_dict(backbone_state, source=path)
+    except CheckpointError as err:
+        raise UserInputError(f'{flag}: {err}') from None
+
+
+def _build_on_meta(cfg: Config, backbone_cfg):
+    """The config's backbone built on the meta device without pretrained init, or None."""
+    import copy
+
+    import torch
+    from mmengine.registry import MODELS, DefaultScope
+    backbone_cfg = copy.deepcopy(backbone_cfg)
+    backbone_cfg.pop('init_cfg', None)
+    scope = cfg.get('default_scope')
+    try:
+        with DefaultScope.overwrite_default_scope(scope), torch.device('meta'):
+            return MODELS.build(backbone_cfg)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _intact_checkpoints(work_dir: str, skip: str) -> Optional[str]:
+    """The newest loadable ``*.pth`` in ``work_dir`` other than ``skip``, or None."""
+    candidates = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
+                  if osp.abspath(p) != osp.abspath(skip)]
+    candidates.sort(key=lambda p: osp.getmtime(p), reverse=True)
+    from .checkpoint import CheckpointError
+    for candidate in candidates:
+        try:
+            _validate_checkpoint(candidate)
+        except CheckpointError:
+            continue
+        return candidate
+    return None
+
+
+def resume_checkpoint(cfg: Config, resume: str) -> Optional[str]:
+    """The checkpoint ``--resume`` will load, checked; None when there is nothing to resume.
+
+    Args:
+        cfg (Config): the config, with ``work_dir`` set.
+        resume (str): ``'auto'`` (the file named in ``work_dir/last_checkpoint``) or a path.
+
+    Raises:
+        UserInputError: the checkpoint is damaged or does not fit; the message names the newest
+            intact checkpoint in the work dir and the command that resumes from it.
+    """
+    work_dir = cfg.work_dir
+    if resume == 'auto':
+        pointer = osp.join(work_dir, 'last_checkpoint')
+        if not osp.isfile(pointer):
+            return None
+        with open(pointer) as f:
+            path = f.read().strip()
+        named = f'{path} (named in {pointer})'
+    else:
+        path, named = resume, resume
+    try:
+        check_checkpoint(cfg, path, '--resume')
+    except UserInputError as err:
+        good = _intact_checkpoints(osp.dirname(path) or work_dir, skip=path)
+        hint = (f'; the newest intact checkpoint there is {good}: resume from it with '
+                f'--resume {good}' if good else
+                '; no intact checkpoint is left there: train again without --resume')
+        message = str(err)
+        if named != path:
+            message = message.replace(path, named, 1)
+        raise UserInputError(message + hint) from None
+    return path

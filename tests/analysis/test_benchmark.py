@@ -333,3 +333,24 @@ def test_cli_rejects_bad_input():
         tool.parse_args(['--models', 'RAVLT-X'])
     with pytest.raises(SystemExit):
         tool.parse_args(['--sizes', '800by1344'])
+
+
+def test_committed_results_change_only_with_update_docs(capsys, monkeypatch, tmp_path):
+    """The README's ``--quick`` used to overwrite docs/benchmarks with quick numbers."""
+    tool = load_tool()
+    monkeypatch.chdir(tmp_path)
+    args = tool.parse_args(['--quick'])
+    assert args.out.startswith(osp.join('work_dirs', 'benchmark', ''))
+    docs = osp.join(ROOT, 'docs', 'benchmarks')
+    assert osp.abspath(tool.parse_args(['--update-docs']).out) == docs
+    for argv, message in [
+            (['--quick', '--out', docs], 'a run with --quick would replace them'),
+            (['--update-docs', '--quick'], 'a run with --quick would replace them'),
+            (['--update-docs', '--models', 'RAVLT-S'], 'a run with --models would replace'),
+            (['--update-docs', '--skip-ops'], 'a run with --skip-ops would replace'),
+            (['--out', docs], 'update them on purpose with --update-docs'),
+            (['--update-docs', '--out', str(tmp_path)], 'drop --out')]:
+        with pytest.raises(SystemExit) as info:
+            tool.parse_args(argv)
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err, argv

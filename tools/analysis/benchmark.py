@@ -14,12 +14,14 @@ One command measures, on the detected device (CUDA if present, else CPU):
 
 Times are medians of ``--repeats`` calls after ``--warmup``; every ratio is against a row of the
 same run. Results: ``resolution.csv``, ``ops.csv``, ``train_step.csv``, ``summary.json``,
-``summary.md`` (the targets of issue 6 with measured values) and PNG plots in ``--out``
-(default ``docs/benchmarks``). ``--quick`` runs a reduced sweep in under 2 minutes on 2 CPU cores.
-Examples::
+``summary.md`` (the targets with measured values) and PNG plots in ``--out`` (default: a new
+``work_dirs/benchmark/<date>_<time>/``). The committed results in ``docs/benchmarks/`` change only
+with ``--update-docs`` (``make benchmark``), which takes a full, unrestricted sweep: a quick or
+partial run can never replace them. ``--quick`` runs a reduced sweep in under 2 minutes on 2 CPU
+cores. Examples::
 
-    python tools/analysis/benchmark.py --quick --out /tmp/bench
-    python tools/analysis/benchmark.py                         # full sweep into docs/benchmarks
+    python tools/analysis/benchmark.py --quick                 # into work_dirs/benchmark/<time>/
+    python tools/analysis/benchmark.py --update-docs           # full sweep into docs/benchmarks
     python tools/analysis/benchmark.py --models RAVLT-S Swin-T --sizes 800x1344 --skip-ops
     python tools/analysis/benchmark.py --retain-heap       # same glibc allocator state for all rows
 
@@ -40,7 +42,9 @@ import warnings
 from contextlib import nullcontext
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DOCS_DIR = 'docs/benchmarks'  # the committed results, relative to ROOT
+sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
@@ -72,12 +76,18 @@ def parse_size(text: str):
     return h, w
 
 
+def argv_has(argv, flag: str) -> bool:
+    return flag in (sys.argv[1:] if argv is None else argv)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='\n'.join(__doc__.splitlines()[1:]))
     p.add_argument('--quick', action='store_true', help='reduced sweep (< 2 min on 2 CPU cores)')
-    p.add_argument('--out', default='docs/benchmarks', help='output folder')
+    p.add_argument('--out', help='output folder (default: work_dirs/benchmark/<date>_<time>/)')
+    p.add_argument('--update-docs', action='store_true',
+                   help=f'write the committed results in {DOCS_DIR}/ (full sweeps only)')
     p.add_argument('--device', default='auto', help="'auto' (CUDA if present), 'cpu', 'cuda'")
     p.add_argument('--models', nargs='+', help=f'backbone rows; known: {sorted(bm.BACKBONES)}')
     p.add_argument('--sizes', nargs='+', type=parse_size, help='HxW inputs of the sweep')
@@ -117,6 +127,26 @@ def parse_args(argv=None):
     args.max_quadratic_gib = args.max_quadratic_gib or (0.5 if q else 8.0)
     args.train_shape = args.train_shape or ((256, 384) if q else (800, 1344))
     args.flops_size = args.flops_size or ((512, 512) if q else (800, 1344))
+    partial = [flag for flag, given in (
+        ('--quick', q), ('--models', argv_has(argv, '--models')),
+        ('--sizes', argv_has(argv, '--sizes')), ('--tokens', argv_has(argv, '--tokens')),
+        ('--skip-ops', args.skip_ops), ('--skip-backbones', args.skip_backbones),
+        ('--skip-train-step', args.skip_train_step)) if given]
+    docs = osp.abspath(osp.join(ROOT, DOCS_DIR))
+    if args.update_docs:
+        if args.out is not None and osp.abspath(args.out) != docs:
+            p.error(f'--update-docs writes {DOCS_DIR}/; drop --out')
+        args.out = docs
+    elif args.out is None:
+        args.out = osp.join('work_dirs', 'benchmark',
+                            datetime.datetime.now().strftime('%Y%m%d_%H%M%S'))
+    if osp.abspath(args.out) == docs and partial:
+        p.error(f'{DOCS_DIR}/ holds the committed full results; a run with {", ".join(partial)} '
+                'would replace them with partial ones: write it elsewhere (--out) or run the '
+                'full sweep with --update-docs')
+    if osp.abspath(args.out) == docs and not args.update_docs:
+        p.error(f'{DOCS_DIR}/ holds the committed results; update them on purpose with '
+                '--update-docs (make benchmark)')
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.device.startswith('cuda') and not torch.cuda.is_available():

@@ -15,6 +15,7 @@ A family subclass sets ``arch_table`` and implements its stem, stages and
 :meth:`~PyramidBackbone.function_settings`.
 """
 import numbers
+from contextlib import contextmanager
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,7 +26,8 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...archs import ArchTable
-from ...utils.checkpoint import CheckpointMismatchError, decode_settings, encode_settings
+from ...utils.checkpoint import (SETTINGS_KEY, CheckpointMismatchError, decode_settings,
+                                 encode_settings)
 
 __all__ = ['PyramidBackbone', 'check_rate', 'check_positive_int', 'check_out_indices',
            'run_blocks']
@@ -270,6 +272,77 @@ class PyramidBackbone(BaseModule):
 
     def set_extra_state(self, state: Any) -> None:
         self.check_checkpoint_settings(decode_settings(state))
+
+    def _adapt_incoming(self, state_dict: Dict[str, Any], prefix: str) -> None:
+        """Adapt a state dict in place before it is checked and loaded (e.g. resize position
+        tables); ``prefix`` is this backbone's key prefix in it."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # torch and mmengine call this on the backbone before its children: adapt and check the
+        # whole subtree here, then let torch load (which also applies the settings record).
+        self._adapt_incoming(state_dict, prefix)
+        self.check_state_dict({k[len(prefix):]: v for k, v in state_dict.items()
+                               if k.startswith(prefix)})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @contextmanager
+    def partial_load(self):
+        """Within it, loading a state dict that lacks some of this backbone's tensors is no error
+        (pretrained initialisation keeps the from-scratch values of what a file lacks)."""
+        previous, self._partial_load = getattr(self, '_partial_load', False), True
+        try:
+            yield
+        finally:
+            self._partial_load = previous
+
+    def check_state_dict(self, state_dict: Mapping[str, Any], source: str = 'the checkpoint'
+                         ) -> None:
+        """Check backbone weights (keys relative to the backbone) before they are loaded.
+
+        Nothing is checked when ``state_dict`` holds no backbone key at all (a checkpoint of other
+        modules). Otherwise a tensor whose shape differs from this backbone's, or a backbone
+        tensor the file lacks, is an error (a warning with ``override_checkpoint_settings``) instead
+        of the log line with which ``load_state_dict(strict=False)`` would skip it, and so is a
+        tensor for a module this backbone does not have (e.g. output norms); the settings
+        record, when present, is checked as in :meth:`check_checkpoint_settings`.
+
+        Raises:
+            CheckpointMismatchError: naming the first offending tensors and the fix.
+        """
+        incoming = {k: v for k, v in state_dict.items() if k != SETTINGS_KEY}
+        if not incoming:
+            return
+        record = state_dict.get(SETTINGS_KEY)
+        if record is not None:
+            self.check_checkpoint_settings(decode_settings(record), source=source)
+        ours = {k: v.shape for k, v in self.state_dict().items() if k != SETTINGS_KEY}
+        wrong = [k for k, v in incoming.items()
+                 if k in ours and hasattr(v, 'shape') and tuple(v.shape) != tuple(ours[k])]
+        missing = [] if getattr(self, '_partial_load', False) else [
+            k for k in ours if k not in incoming]
+        unexpected = [k for k in incoming if k not in ours]
+        if not wrong and not missing and not unexpected:
+            return
+        name = type(self).__name__
+        parts = []
+        if wrong:
+            key = wrong[0]
+            parts.append(f'{len(wrong)} tensor(s) differ in shape (e.g. {key}: '
+                         f'{tuple(incoming[key].shape)} there, {tuple(ours[key])} here)')
+        if missing:
+            parts.append(f'{len(missing)} tensor(s) of this {name} are missing (e.g. '
+                         f'{missing[0]})')
+        if unexpected:
+            parts.append(f'{len(unexpected)} tensor(s) belong to no module of this {name} (e.g. '
+                         f'{unexpected[0]})')
+        message = f"{source}'s backbone weights do not fit this {name}: {' and '.join(parts)}"
+        if self.override_checkpoint_settings:
+            print_log(f'{message}; loading the rest because override_checkpoint_settings=True',
+                      logger='current', level=30)
+            return
+        raise CheckpointMismatchError(
+            f'{message}; build the backbone the weights were trained with (or set '
+            'override_checkpoint_settings=True to load the tensors that fit)')
 
     def _setting_fix(self, key: str, value: Any, recorded: Mapping[str, Any]) -> str:
         """The backbone-config change that makes this backbone match ``recorded[key]``."""

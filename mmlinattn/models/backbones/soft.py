@@ -100,7 +100,7 @@ class SoftmaxFreeAttention(nn.Module):
         if tuple(landmarks.shape[-2:]) != grid:
             landmarks = F.adaptive_avg_pool2d(landmarks, grid)
         landmarks = F.gelu(self.landmark_norm(landmarks.flatten(2).transpose(1, 2)))
-        landmarks = landmarks.reshape(batch, heads, -1, head_dim)         # (B, h, m, d)
+        landmarks = landmarks.reshape(batch, heads, grid[0] * grid[1], head_dim)  # (B, h, m, d)
 
         out = softmax_free_attention(q, landmarks, v, self.normalization, self.pinv_mode,
                                      self.newton_iters)
@@ -153,7 +153,8 @@ class SoftmaxAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, num_tokens, channels = x.shape
-        qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, channels // self.num_heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])   # (B, h, N, d)
         return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, channels))
 
@@ -418,7 +419,6 @@ class SOFT(PyramidBackbone):
         self.final_norm = final_norm
         if final_norm:
             self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
-        self._register_load_state_dict_pre_hook(self._resize_pos_embeds)
         self._freeze_stages()
 
     def _check_per_soft_stage(self, name: str, values: Sequence[int]) -> Tuple[int, ...]:
@@ -462,8 +462,8 @@ class SOFT(PyramidBackbone):
             return f'normalization={value!r}'
         return super()._setting_fix(key, value, recorded)
 
-    def _resize_pos_embeds(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Load-state-dict pre-hook: bilinearly resize stored position tables to ours."""
+    def _adapt_incoming(self, state_dict, prefix: str) -> None:
+        """Bilinearly resize stored position tables of another grid to ours before loading."""
         for i, stage in enumerate(self.stages):
             key = f'{prefix}stages.{i}.pos_embed'
             table = state_dict.get(key)
