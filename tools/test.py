@@ -31,7 +31,8 @@ def parse_args(argv=None):
                         'tools/convert_checkpoint.py)')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
-    parser.add_argument('--show-dir', help='save drawn predictions under work_dir/<time>/SHOW_DIR')
+    parser.add_argument('--show-dir', help='save drawn predictions (PNG) under SHOW_DIR inside the '
+                        'work dir; the folder is printed at the end')
     parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
@@ -53,6 +54,10 @@ def build_cfg(args):
     check_datasets(cfg, ['test_dataloader'])
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
+    # Testing never needs the training set (mmseg's visualization hook would otherwise build it
+    # through runner.iter and fail where only the test data exists).
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -66,7 +71,7 @@ def build_cfg(args):
             hook.draw, hook.test_out_dir = True, args.show_dir
         else:
             hook.draw, hook.interval = True, 1
-            cfg.visualizer.setdefault('save_dir', cfg.work_dir)
+            cfg.visualizer.save_dir = osp.join(cfg.work_dir, args.show_dir)
             cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     if args.out:
         if not args.out.endswith(('.pkl', '.pickle')):
@@ -108,6 +113,11 @@ def main(argv=None):
         return 2
     if is_main_process():
         print({k: round(float(v), 4) for k, v in metrics.items()})
+        if args.show_dir:
+            drawn = (osp.join(runner.work_dir, runner.timestamp, args.show_dir)
+                     if task_of(cfg) == 'mmdet' else
+                     osp.join(cfg.work_dir, args.show_dir, 'vis_data', 'vis_image'))
+            print(f'drawn predictions: {drawn}')
     return 0
 
 

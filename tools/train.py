@@ -22,7 +22,8 @@ import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe che
 from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
 from mmlinattn.utils.run_config import (UserInputError, check_checkpoint,  # noqa: E402
-                                        check_datasets, load_config, resume_checkpoint, task_of)
+                                        check_datasets, check_train_loop, load_config,
+                                        resume_checkpoint, task_of)
 
 
 def parse_args(argv=None):
@@ -47,6 +48,7 @@ def parse_args(argv=None):
 def build_cfg(args):
     cfg = load_config(args.config, args.cfg_options)
     task_of(cfg)
+    check_train_loop(cfg)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

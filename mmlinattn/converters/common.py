@@ -21,8 +21,8 @@ import torch
 
 from ..archs import ArchTable
 from ..utils.checkpoint import (SETTINGS_KEY, CheckpointError, CheckpointMismatchError,
-                                UnreadableCheckpointError, UnsafeCheckpointError, decode_settings,
-                                encode_settings, safe_torch_load)
+                                decode_settings, encode_settings, register_load_check,
+                                safe_torch_load)
 
 __all__ = ['CONVERTER_VERSION', 'BACKBONE_PREFIX', 'CheckpointError', 'CheckpointMismatchError',
            'ConversionResult', 'FamilyConverter', 'register_family', 'registered_families',
@@ -373,8 +373,38 @@ def load_checkpoint_file(path: str) -> Any:
         return safe_torch_load(path)
     except FileNotFoundError:
         raise CheckpointError(f'{path}: no such file') from None
-    except (UnsafeCheckpointError, UnreadableCheckpointError):
-        raise
+
+
+def refuse_official_layout(checkpoint: Any, filename: str) -> None:
+    """Refuse an official (unconverted) layout where mmengine loads a file as it is.
+
+    mmengine's ``load_from`` / ``init_detector`` / ``init_model`` load by key name: an official
+    RALA or SOFT file would match no key and leave the model untrained with only a log line.
+    Registered with :func:`mmlinattn.utils.checkpoint.register_load_check`.
+
+    Raises:
+        CheckpointError: the file's weights are in an official layout.
+    """
+    if not isinstance(checkpoint, Mapping):
+        return
+    try:
+        weights = unwrap_state_dict(checkpoint)
+    except CheckpointError:
+        return
+    backbone = _split_backbone(weights)[0]
+    for name, converter in sorted(_FAMILIES.items()):
+        if any(converter.official_signature.match(k) for k in backbone) and not any(
+                converter.our_keys.match(k) for k in backbone):
+            whole = ' --whole-model' if any(k.startswith(BACKBONE_PREFIX) for k in weights) \
+                else ''
+            raise CheckpointError(
+                f'{filename} holds an official {name.upper()} checkpoint, which mmengine cannot '
+                f'load by key name; convert it first: python tools/convert_checkpoint.py '
+                f'{filename} CONVERTED.pth{whole} (or use it as the backbone\'s '
+                "init_cfg=dict(type='Pretrained', checkpoint=...), which converts on the fly)")
+
+
+register_load_check(refuse_official_layout)
 
 
 def checkpoint_arch(checkpoint: Any) -> Optional[str]:

@@ -29,7 +29,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 __all__ = ['CheckpointError', 'UnsafeCheckpointError', 'UnreadableCheckpointError',
            'CheckpointMismatchError', 'safe_globals_for_checkpoints', 'safe_torch_load',
            'diagnose_checkpoint', 'pickle_globals', 'install_safe_checkpoint_loader',
-           'is_safe_loader_installed', 'SETTINGS_KEY', 'encode_settings', 'decode_settings']
+           'is_safe_loader_installed', 'register_load_check', 'SETTINGS_KEY', 'encode_settings', 'decode_settings']
 
 
 class CheckpointError(ValueError):
@@ -300,8 +300,23 @@ def _first_line(error: BaseException) -> str:
     return (lines[0] if lines else type(error).__name__)[:160]
 
 
+#: Functions ``(checkpoint, filename) -> None`` run on every file mmengine loads through
+#: :func:`install_safe_checkpoint_loader`; they raise :class:`CheckpointError` for a file that must
+#: not be loaded as it is (e.g. an official layout that needs converting first).
+_LOAD_CHECKS: List[Any] = []
+
+
+def register_load_check(check) -> None:
+    """Add a check run on every checkpoint mmengine loads from a local file (idempotent)."""
+    if check not in _LOAD_CHECKS:
+        _LOAD_CHECKS.append(check)
+
+
 def _load_from_local(filename: str, map_location: Any = None) -> Any:
-    return safe_torch_load(filename, map_location=map_location)
+    checkpoint = safe_torch_load(filename, map_location=map_location)
+    for check in _LOAD_CHECKS:
+        check(checkpoint, filename)
+    return checkpoint
 
 
 def install_safe_checkpoint_loader() -> None:

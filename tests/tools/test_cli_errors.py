@@ -10,10 +10,26 @@ DET_DEMO = osp.join(ROOT, 'configs', 'maskrcnn_ravlt_t_demo.py')
 SEG_DEMO = osp.join(ROOT, 'configs', 'upernet_ravlt_t_demo.py')
 
 
-def run_tool(*args):
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
+def run_tool(tool, *args):
+    """Run a tool's ``main`` in this process (the command-line path is exercised by
+    ``test_command_line_is_one_line``); returns (exit code, stdout, stderr)."""
+    import contextlib
+    import importlib.util
+    import io
+    spec = importlib.util.spec_from_file_location(
+        f'cli_{osp.basename(tool)[:-3]}', osp.join(ROOT, tool))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = module.main(list(args))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_command_line_is_one_line():
+    proc = subprocess.run([sys.executable, 'tools/train.py', 'configs/maskrcnn_ravlt_t_dmeo.py'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(proc.returncode, proc.stderr, 'not found')
 
 
 def assert_one_line_error(rc, err, *needles):

@@ -1,0 +1,87 @@
+"""tools/train.py and tools/test.py: a bad checkpoint or override is one line and exit code 2,
+before anything runs (no config dump, no traceback)."""
+import importlib.util
+import os
+import os.path as osp
+import shutil
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SEG_DEMO = osp.join(ROOT, 'configs', 'upernet_ravlt_t_demo.py')
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'mmlinattn_tool_{name}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_line(capfd, *words):
+    out, err = capfd.readouterr()
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('error: '), err
+    assert 'Traceback' not in err and not out.strip(), (out, err)
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def seg_checkpoint(demo_checkpoints):
+    return demo_checkpoints['seg'][1]
+
+
+def test_test_tool_truncated_and_unsafe_checkpoints(tmp_path, seg_checkpoint, capfd):
+    tool = load_tool('test')
+    data = open(seg_checkpoint, 'rb').read()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(data[:len(data) // 2])
+    assert tool.main([SEG_DEMO, str(truncated)]) == 2
+    one_line(capfd, str(truncated), 'truncated')
+    unsafe = tmp_path / 'unsafe.pth'
+    torch.save({'state_dict': {}, 'x': os.system}, unsafe)
+    assert tool.main([SEG_DEMO, str(unsafe)]) == 2
+    one_line(capfd, 'unsafe checkpoint: it references posix.system')
+
+
+def test_test_tool_checkpoint_that_contradicts_the_config(seg_checkpoint, capfd):
+    tool = load_tool('test')
+    assert tool.main([SEG_DEMO, seg_checkpoint, '--cfg-options',
+                      "model.backbone.attn_types=['linear','linear','linear','linear']"]) == 2
+    one_line(capfd, 'attn_types=', "set attn_types=('linear', 'linear', 'softmax', 'softmax')")
+
+
+def test_resume_from_a_truncated_last_checkpoint_names_the_newest_intact_one(
+        tmp_path, seg_checkpoint, capfd):
+    tool = load_tool('train')
+    work = tmp_path / 'work'
+    work.mkdir()
+    good = work / 'iter_2.pth'
+    shutil.copy(seg_checkpoint, good)
+    bad = work / 'iter_4.pth'
+    bad.write_bytes(open(seg_checkpoint, 'rb').read()[:1000])
+    os.utime(good, (1, 1))                     # older than the broken one
+    (work / 'last_checkpoint').write_text(str(bad))
+    assert tool.main([SEG_DEMO, '--work-dir', str(work), '--resume']) == 2
+    line = one_line(capfd, str(bad), 'last_checkpoint', 'truncated', f'--resume {good}')
+    assert 'newest intact checkpoint there is' in line
+    assert tool.main([SEG_DEMO, '--work-dir', str(work), '--resume', str(bad)]) == 2
+    one_line(capfd, f'--resume {good}')
+    bad.unlink()
+    good.write_bytes(b'')
+    (work / 'last_checkpoint').write_text(str(good))
+    assert tool.main([SEG_DEMO, '--work-dir', str(work), '--resume']) == 2
+    one_line(capfd, 'empty file', 'no intact checkpoint is left there')
+
+
+def test_length_override_that_the_loop_does_not_count(capfd):
+    tool = load_tool('train')
+    coco = osp.join(ROOT, 'configs', 'maskrcnn_ravlt_s_coco.py')
+    assert tool.main([coco, '--cfg-options', 'train_cfg.max_iters=100']) == 2
+    one_line(capfd, 'EpochBasedTrainLoop', 'train_cfg.max_epochs=N')
+    assert tool.main([SEG_DEMO, '--cfg-options', 'train_cfg.max_epochs=1']) == 2
+    one_line(capfd, 'IterBasedTrainLoop', 'train_cfg.max_iters=N')
