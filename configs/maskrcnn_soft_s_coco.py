@@ -7,12 +7,12 @@ decay 1e-4 on every parameter), drop path 0.1, training at (1333, 800) with flip
 schedule (x0.1 after epochs 8 and 11, 500-iteration linear warm-up from 0.001). SyncBN in the
 backbone's stem and downsamplers.
 
-Backbone: SOFT++ (``norm=True``: symmetric normalisation, as the released SOFT-*-Norm weights) with
-bounded landmarks (``max_landmarks=256``). At 800 x 1333 the official landmark grid of stage 0
-holds about 1,050 landmarks and the O(m^3) Newton inverse dominates; 256 keeps the cost linear in
-the number of pixels (pre-training at 224 used 49 per stage). ``pinv_mode='per_matrix'`` gives
-every image and head its own inverse scale: no host synchronisation and results independent of
-the batch. The released weights used the batch-global ``'official_norm'`` scale; the difference is
+Backbone: SOFT++ (``normalization='core'``: symmetric normalisation, as the released SOFT-*-Norm
+weights) with bounded landmarks (``max_landmarks=256``). At 800 x 1333 the official landmark grid of
+stage 0 holds about 1,050 landmarks and the O(m^3) Newton inverse dominates; 256 keeps the cost
+linear in the number of pixels (pre-training at 224 used 49 per stage). ``pinv_mode='newton'`` gives
+every image and head its own inverse scale: no host synchronisation and results independent of the
+batch. The released weights used the batch-global ``'newton_batch_scaled'`` scale; the difference is
 small next to the landmark bound, and fine-tuning absorbs both.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed, as PVT). ``--auto-scale-lr`` rescales from
@@ -38,9 +38,9 @@ model = dict(
         _delete_=True,
         type='SOFT',
         arch='s',
-        norm=True,
+        normalization='core',
         max_landmarks=256,
-        pinv_mode='per_matrix',
+        pinv_mode='newton',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='SyncBN', requires_grad=True),

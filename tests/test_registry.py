@@ -46,3 +46,36 @@ def test_custom_imports_register_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ['mmlinattn.models.backbones.ravlt', 'RAVLT']
+
+
+def test_every_family_has_a_backbone_a_converter_and_one_arch_table():
+    """A family is an arch table, a backbone file and a converter file; each finds the others
+    through the registries, so adding one touches no shared list."""
+    import mmlinattn  # noqa: F401
+    from mmengine.registry import MODELS
+
+    from mmlinattn.archs import ARCH_TABLES
+    from mmlinattn.converters import family_converter, registered_families
+    from mmlinattn.models.backbones.base import PyramidBackbone
+    backbones = {cls.arch_table.family: cls for cls in MODELS.module_dict.values()
+                 if isinstance(cls, type) and issubclass(cls, PyramidBackbone)}
+    assert sorted(backbones) == registered_families() == sorted(ARCH_TABLES)
+    for family, cls in backbones.items():
+        table = family_converter(family).table
+        assert table is cls.arch_table is ARCH_TABLES[family]
+        assert MODELS.get(table.backbone) is cls
+
+
+def test_new_modules_are_discovered_without_edits(tmp_path, monkeypatch):
+    """``import_submodules`` (used by the backbone and converter packages) imports a module that
+    was only dropped into the folder."""
+    from mmlinattn.utils.discovery import import_submodules
+    package = tmp_path / 'toy_families'
+    package.mkdir()
+    (package / '__init__.py').write_text('FOUND = []\n')
+    for name in ('alpha', 'beta', '_private'):
+        (package / f'{name}.py').write_text(f"from . import FOUND\nFOUND.append('{name}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules = import_submodules('toy_families')
+    assert [m.__name__ for m in modules] == ['toy_families.alpha', 'toy_families.beta']
+    assert sys.modules['toy_families'].FOUND == ['alpha', 'beta']

@@ -20,7 +20,7 @@ import warnings
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# setuptools<81 is pinned on purpose (install.md); its deprecation notice is noise here.
+# setuptools<81 is pinned on purpose (tools/setup_env.sh); its deprecation notice is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, ROOT)
 

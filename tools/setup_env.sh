@@ -6,7 +6,7 @@
 #   PYTHON               use this interpreter instead of creating ./.venv (e.g. PYTHON=/usr/bin/python3)
 #   MMLINATTN_CACHE      where the built mmcv wheel is kept between clones (default ~/.cache/mmlinattn)
 #
-# Every workaround needed by this stack lives in this file (facts: ../shared/spec/install.md):
+# Every workaround needed by this stack lives in this file, each with the reason:
 #   1. setuptools<81: mmcv's setup.py and mmengine's package utils import pkg_resources, removed in 81.
 #   2. mmcv 2.1.0 is built from source WITH its CPU ops (MMCV_WITH_OPS=1) and --no-build-isolation:
 #      an isolated build either fails (new setuptools) or silently drops the compiled ops.

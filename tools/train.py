@@ -12,7 +12,7 @@ import os.path as osp
 import sys
 import warnings
 
-# setuptools<81 is pinned on purpose (install.md); its deprecation notice is noise here.
+# setuptools<81 is pinned on purpose (tools/setup_env.sh); its deprecation notice is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 

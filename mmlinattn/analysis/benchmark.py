@@ -280,14 +280,14 @@ def _soft_op(max_landmarks: Optional[int]):
         count = n // 64 if max_landmarks is None else min(n // 64, max_landmarks)
         q = t['q'] * t['q'].shape[-1] ** -0.25
         return softmax_free_attention(q, _landmarks(q, max(count, 1)), t['v'],
-                                      normalization='core', pinv_mode='official_norm')
+                                      normalization='core', pinv_mode='newton_batch_scaled')
     return fn
 
 
 def _ops() -> Dict[str, OpSpec]:
     import torch.nn.functional as F
     from ..ops import rank_augmented_linear_attention, rope_softmax_attention
-    from .official import rope_softmax_attention_official
+    from ..ops.rala import rope_softmax_attention_explicit as rope_softmax_attention_official
     return {spec.name: spec for spec in [
         OpSpec('RALA', lambda t: rank_augmented_linear_attention(t['q'], t['k'], t['v'], t['sin'],
                                                                  t['cos'])),

@@ -23,8 +23,10 @@ A matrix product ``(n, k) @ (k, p)`` is ``n * k * p``. The handles follow the sa
 * the Newton-Schulz inverse of a batch of ``(m, m)`` matrices with ``k`` iterations:
   ``batch * (2 * k * m^3 + m^2)`` - each iteration ``V <- 2 V - (V P) V`` is two ``m x m``
   products; ``m^2`` is the initial scaling ``V_0 = alpha P``. The modes with a scale search
-  (``'official_norm'``, ``'per_matrix'``) add one ``A A`` product (``m^3``); ``'official_norm'``
-  computes it once more per halving of the scale, which depends on the data and is not counted.
+  (``'newton_batch_scaled'``, ``'newton'``) add one ``A A`` product (``m^3``);
+  ``'newton_batch_scaled'`` computes it once more per halving of the scale, which depends on the
+  data and is not counted. The formula lives next to the op
+  (:func:`mmlinattn.ops.soft.newton_schulz_pinv_macs`).
 """
 from collections import Counter
 from contextlib import contextmanager
@@ -36,7 +38,7 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 
-from ..ops.soft import _NewtonSchulzPinv
+from ..ops.soft import _NewtonSchulzPinv, newton_schulz_pinv_macs
 
 __all__ = [
     'SDPA_OP', 'NEWTON_SCHULZ_PINV_OP', 'ATTENTION_OPERATORS', 'EXTRA_FLOP_HANDLES',
@@ -86,11 +88,7 @@ def newton_schulz_pinv_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """
     shape = get_shape(inputs[0])
     num_iters, mode = outputs[0].node().scalar_args()[:2]
-    m = shape[-1]
-    per_matrix = 2 * int(num_iters) * m ** 3 + m ** 2
-    if mode != 'official':
-        per_matrix += m ** 3
-    return _prod(shape[:-2]) * per_matrix
+    return _prod(shape[:-2]) * newton_schulz_pinv_macs(shape[-1], int(num_iters), mode)
 
 
 #: Handles to add to a ``FlopAnalyzer`` (``analyzer.set_op_handle(**EXTRA_FLOP_HANDLES)``).
@@ -162,7 +160,7 @@ def count_backbone_flops(backbone: nn.Module, shape: Tuple[int, int] = (224, 224
                          in_channels: int = 3, seed: int = 0) -> FlopCount:
     """Flops of a backbone on one ``(1, in_channels, H, W)`` image (random, seeded).
 
-    The image content does not change the count, except that SOFT's ``'official_norm'`` scale
+    The image content does not change the count, except that SOFT's ``'newton_batch_scaled'`` scale
     search may halve a different number of times (not counted, see the module docstring).
     """
     generator = torch.Generator().manual_seed(seed)

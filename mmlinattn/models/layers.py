@@ -29,6 +29,13 @@ class LayerNorm2d(nn.LayerNorm):
                          self.eps)
         return x.permute(0, 3, 1, 2)
 
+    def forward_contiguous(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values with contiguous copies before and after, as the released RAVLT code
+        computes it (used by the benchmarks' official-algorithm path)."""
+        x = F.layer_norm(x.permute(0, 2, 3, 1).contiguous(), self.normalized_shape, self.weight,
+                         self.bias, self.eps)
+        return x.permute(0, 3, 1, 2).contiguous()
+
 
 if 'LN2d' not in MODELS.module_dict:
     MODELS.register_module('LN2d', module=LayerNorm2d, force=True)

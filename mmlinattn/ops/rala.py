@@ -21,10 +21,12 @@ twin with the same signature that spells the maths out (and materialises ``N x N
 import torch
 import torch.nn.functional as F
 
+from .registry import register_op
 from .rope import apply_rope, apply_rope_reference
 
 __all__ = ['rank_augmented_linear_attention', 'rank_augmented_linear_attention_reference',
-           'rope_softmax_attention', 'rope_softmax_attention_reference']
+           'rope_softmax_attention', 'rope_softmax_attention_reference',
+           'rope_softmax_attention_explicit']
 
 
 def _kernel_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -123,3 +125,22 @@ def rope_softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.
     q, k = apply_rope_reference(q, sin, cos), apply_rope_reference(k, sin, cos)
     attn = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)   # (B, h, N, N)
     return attn @ v
+
+
+def rope_softmax_attention_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                    sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """The released code's order of :func:`rope_softmax_attention`: rotate q and k with the real
+    ``x cos + rotate_pairs(x) sin`` form, build ``softmax(q k^T / sqrt(d))`` explicitly
+    (``N x N`` per head, O(N^2) memory) and multiply by v. The benchmarks' official-algorithm
+    path (:mod:`mmlinattn.analysis.official`); shapes as there.
+    """
+    q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    attn = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5                 # (B, h, N, N)
+    return attn.softmax(dim=-1) @ v
+
+
+register_op('rala', 'torch', rank_augmented_linear_attention)
+register_op('rala', 'reference', rank_augmented_linear_attention_reference)
+register_op('rope_softmax', 'torch', rope_softmax_attention)
+register_op('rope_softmax', 'reference', rope_softmax_attention_reference)
+register_op('rope_softmax', 'explicit', rope_softmax_attention_explicit)

@@ -19,6 +19,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from .registry import register_op
+
 __all__ = ['rope_frequencies', 'rope_sin_cos', 'apply_rope', 'rope_sin_cos_reference',
            'apply_rope_reference']
 
@@ -120,3 +122,7 @@ def apply_rope_reference(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) 
     pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
     rotation = torch.complex(cos[..., 0::2], sin[..., 0::2]).to(pairs.dtype)
     return torch.view_as_real(pairs * rotation).flatten(-2)
+
+
+register_op('apply_rope', 'torch', apply_rope)
+register_op('apply_rope', 'reference', apply_rope_reference)

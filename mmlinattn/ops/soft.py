@@ -36,27 +36,36 @@ from typing import Optional, Tuple
 
 import torch
 
+from .registry import register_op
+
 __all__ = [
-    'PINV_MODES', 'BATCH_COUPLED_PINV_MODES', 'NORMALIZATIONS', 'gaussian_kernel', 'gaussian_kernel_reference',
+    'PINV_MODES', 'PINV_MODE_ALIASES', 'BATCH_COUPLED_PINV_MODES', 'NORMALIZATIONS',
+    'resolve_pinv_mode', 'newton_schulz_pinv_macs', 'gaussian_kernel', 'gaussian_kernel_reference',
     'newton_schulz_pinv', 'newton_schulz_pinv_reference', 'softmax_free_attention',
     'softmax_free_attention_reference', 'landmark_grid_size'
 ]
 
-#: Newton-Schulz variants, see :func:`newton_schulz_pinv`.
-PINV_MODES = ('official', 'official_norm', 'per_matrix')
+#: Newton-Schulz variants, named by what they compute (see :func:`newton_schulz_pinv`):
+#: ``'newton_shifted'`` iterates on ``A + 0.01 I`` (released SOFT), ``'newton_batch_scaled'`` on ``A``
+#: with one initial scale for the whole batch (released SOFT++), ``'newton'`` on ``A`` with a scale
+#: per matrix.
+PINV_MODES = ('newton_shifted', 'newton_batch_scaled', 'newton')
+#: Former names, still accepted (with a ``DeprecationWarning``).
+PINV_MODE_ALIASES = {'official': 'newton_shifted', 'official_norm': 'newton_batch_scaled',
+                     'per_matrix': 'newton'}
 #: Modes whose result for one matrix depends on the other matrices of the batch (one shared scale):
 #: an image's output depends on its batch, and a NaN / inf in one image makes all of them NaN.
-BATCH_COUPLED_PINV_MODES = ('official_norm', )
+BATCH_COUPLED_PINV_MODES = ('newton_batch_scaled', )
 #: Symmetric normalisation variants, see :func:`softmax_free_attention`.
 NORMALIZATIONS = ('none', 'core', 'full')
 
 # Constants of the released code's two iterations.
-# 'official': Tikhonov shift added to A before iterating. The released code builds the identity
+# 'newton_shifted': Tikhonov shift added to A before iterating. The released code builds the identity
 # in float32, so its float64 runs add float32(0.01); using that value here reproduces them to 1e-13
 # (plain 0.01 differs by 2e-8 relative, which the iteration amplifies to ~1e-9).
 _SHIFT = 0.009999999776482582  # float32(0.01)
-_SAFETY = 0.9               # 'official': factor on the classical 2 / |A|_1^2 initial scale
-_SEARCH_TOL = 1.01          # 'official_norm': accept alpha once |I - alpha A A|_1 <= this
+_SAFETY = 0.9               # 'newton_shifted': factor on the classical 2 / |A|_1^2 initial scale
+_SEARCH_TOL = 1.01          # scale search: accept alpha once |I - alpha A A|_1 <= this
 _MAX_HALVINGS = 10
 
 
@@ -64,9 +73,21 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _check_mode(mode: str) -> None:
+def resolve_pinv_mode(mode: str) -> str:
+    """The canonical name of a pinv mode (former names are accepted with a deprecation warning).
+
+    Raises:
+        ValueError: unknown mode.
+    """
+    if mode in PINV_MODE_ALIASES:
+        canonical = PINV_MODE_ALIASES[mode]
+        warnings.warn(f'pinv_mode {mode!r} is a former name of {canonical!r}; use {canonical!r}',
+                      DeprecationWarning, stacklevel=3)
+        return canonical
     if mode not in PINV_MODES:
-        raise ValueError(f'pinv mode {mode!r} unknown; choose one of {list(PINV_MODES)}')
+        raise ValueError(f'pinv mode {mode!r} unknown; choose one of {list(PINV_MODES)} (former '
+                         f'names: {sorted(PINV_MODE_ALIASES)})')
+    return mode
 
 
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -132,10 +153,10 @@ def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torc
     if mat.numel() == 0:                                                # an empty batch
         return mat.clone()
     row_sum_max = mat.sum(-1).amax(-1)                                # (...)
-    if mode == 'official':
+    if mode == 'newton_shifted':
         target = mat + _SHIFT * _eye_like(mat)
         alpha = _SAFETY * 2 / row_sum_max ** 2
-    elif mode == 'official_norm':
+    elif mode == 'newton_batch_scaled':
         _warn_if_batch_poisoned(mat)
         target = mat
         alpha = 2 / row_sum_max.max() ** 2                              # one scale for the batch
@@ -155,16 +176,31 @@ def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torc
 
 
 def _warn_if_batch_poisoned(mat: torch.Tensor) -> None:
-    """Name the failure ``'official_norm'`` cannot avoid: one non-finite matrix poisons the batch."""
+    """Name the failure ``'newton_batch_scaled'`` cannot avoid: a non-finite matrix poisons all."""
     finite = torch.isfinite(mat).flatten(-2).all(-1).flatten()          # host sync, as the search
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
         warnings.warn(
-            f"pinv_mode='official_norm': {len(bad)} of {finite.numel()} landmark kernels (image x "
+            f"pinv_mode='newton_batch_scaled': {len(bad)} of {finite.numel()} landmark kernels (image x "
             f'head, flat indices {bad[:8]}) hold NaN or inf; this mode shares one Newton scale '
             'across the whole batch (as the released SOFT++ code does), so every image of the '
-            "batch is now NaN. pinv_mode='per_matrix' keeps the other images finite.",
+            "batch is now NaN. pinv_mode='newton' keeps the other images finite.",
             RuntimeWarning, stacklevel=2)
+
+
+def newton_schulz_pinv_macs(m: int, num_iters: int, mode: str) -> int:
+    """Multiply-adds of :func:`newton_schulz_pinv` for one ``(m, m)`` matrix (the one source of
+    this cost, used by the FLOP counter :mod:`mmlinattn.analysis.flops`).
+
+    Each iteration ``V <- 2 V - (V P) V`` is two ``m x m`` products (``2 m^3``); ``m^2`` is the
+    initial scaling; the modes with a scale search add the ``A A`` product (``m^3``).
+    ``'newton_batch_scaled'`` recomputes ``alpha A A`` once per halving, a data-dependent count
+    that is not included.
+    """
+    macs = 2 * num_iters * m ** 3 + m ** 2
+    if PINV_MODE_ALIASES.get(mode, mode) != 'newton_shifted':
+        macs += m ** 3
+    return macs
 
 
 class _NewtonSchulzPinv(torch.autograd.Function):
@@ -184,7 +220,7 @@ class _NewtonSchulzPinv(torch.autograd.Function):
 
 
 def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
-                       mode: str = 'official') -> torch.Tensor:
+                       mode: str = 'newton_shifted') -> torch.Tensor:
     """Moore-Penrose inverse of a batch of (symmetric) matrices by Newton-Schulz iteration.
 
     ``V_0 = alpha P``, then ``num_iters`` times ``V <- 2 V - (V P) V``. The iterations run without
@@ -195,9 +231,10 @@ def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
 
     Modes (``s`` = largest row sum of ``A``):
 
-    * ``'official'`` - the released SOFT models: ``P = A + 0.01 I`` and, per matrix,
-      ``alpha = 0.9 * 2 / s^2``. No host synchronisation.
-    * ``'official_norm'`` - the released SOFT-Norm (SOFT++) models: ``P = A`` and a single
+    * ``'newton_shifted'`` (formerly ``'official'``) - the released SOFT models:
+      ``P = A + 0.01 I`` and, per matrix, ``alpha = 0.9 * 2 / s^2``. No host synchronisation.
+    * ``'newton_batch_scaled'`` (formerly ``'official_norm'``) - the released SOFT-Norm (SOFT++)
+      models: ``P = A`` and a single
       ``alpha = 2 / s^2`` with ``s`` taken over the *whole batch and all heads*, halved while
       ``max |I - alpha A A|_1 > 1.01`` (at most 10 times). The search synchronises with the host
       once per halving, and an image's output depends on the other images of its batch (measured on
@@ -205,13 +242,14 @@ def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
       makes every image of the batch NaN** (the shared scale becomes NaN); a ``RuntimeWarning``
       names the affected matrices when it happens. Use it to reproduce released weights, never to
       train.
-    * ``'per_matrix'`` - for training new models: the same search done independently for every
-      matrix and fully vectorised (no host synchronisation, no data-dependent Python control flow,
-      graph- and export-friendly, batch-independent; ``torch.compile(fullgraph=True)`` traces it).
-      Measured against ``'official_norm'`` with the official SOFT-Norm fixture weights: stage
-      outputs differ by up to 2.8e-2 max-normalised at 64 x 96 (1.6e-2 at 71 x 103, 2.5e-3 at
-      128 x 160): each matrix gets a larger scale than the batch-global one, so it is closer to
-      converged. Released SOFT++ checkpoints therefore need ``'official_norm'``.
+    * ``'newton'`` (formerly ``'per_matrix'``) - for training: the same search done independently
+      for every matrix and fully vectorised (no host synchronisation, no data-dependent Python
+      control flow, graph- and export-friendly, batch-independent;
+      ``torch.compile(fullgraph=True)`` traces it). Measured against ``'newton_batch_scaled'``
+      with the official SOFT-Norm fixture weights: stage outputs differ by up to 2.8e-2
+      max-normalised at 64 x 96 (1.6e-2 at 71 x 103, 2.5e-3 at 128 x 160): each matrix gets a
+      larger scale than the batch-global one, so it is closer to converged. Reproducing released
+      SOFT++ outputs therefore needs ``'newton_batch_scaled'``.
 
     The scales assume non-negative entries (true for Gaussian kernels), for which the largest row
     sum is ``|A|_inf >= sigma_max(A)``.
@@ -222,32 +260,33 @@ def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
     Args:
         mat (Tensor): ``(..., m, m)``.
         num_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
-        mode (str): one of :data:`PINV_MODES`. Defaults to ``'official'``.
+        mode (str): one of :data:`PINV_MODES` (or a former name). Defaults to
+            ``'newton_shifted'``.
 
     Returns:
         Tensor: ``(..., m, m)`` in float32 (float64 for float64 input).
     """
-    _check_mode(mode)
+    mode = resolve_pinv_mode(mode)
     with torch.autocast(device_type=mat.device.type, enabled=False):
         return _NewtonSchulzPinv.apply(mat.to(_compute_dtype(mat)), num_iters, mode)
 
 
 def newton_schulz_pinv_reference(mat: torch.Tensor, num_iters: int = 20,
-                                 mode: str = 'official') -> torch.Tensor:
+                                 mode: str = 'newton_shifted') -> torch.Tensor:
     """Same iteration as :func:`newton_schulz_pinv` with plain autograd through every step.
 
-    Matrices are handled one at a time with explicit Python loops; ``'per_matrix'`` is literally
-    ``'official_norm'`` applied to each matrix on its own. The scale is a constant for autograd
+    Matrices are handled one at a time with explicit Python loops; ``'newton'`` is literally
+    ``'newton_batch_scaled'`` applied to each matrix on its own. The scale is a constant for autograd
     (it does not matter once the iteration has converged).
     """
-    _check_mode(mode)
+    mode = resolve_pinv_mode(mode)
     mat = mat.to(_compute_dtype(mat))
     if mat.numel() == 0:
         return mat.clone()
     flat = mat.reshape(-1, *mat.shape[-2:])
     eye = _eye_like(mat)
 
-    def search(group):                       # the 'official_norm' global scale of a group
+    def search(group):                       # the 'newton_batch_scaled' scale of a group
         group = [a.detach() for a in group]
         alpha = 2 / max(float(a.sum(-1).max()) for a in group) ** 2
         for _ in range(_MAX_HALVINGS):
@@ -257,16 +296,16 @@ def newton_schulz_pinv_reference(mat: torch.Tensor, num_iters: int = 20,
             alpha /= 2
         return alpha
 
-    if mode == 'official_norm':
+    if mode == 'newton_batch_scaled':
         global_alpha = search(list(flat))
     outs = []
     for a in flat:
-        if mode == 'official':
+        if mode == 'newton_shifted':
             target = a + _SHIFT * eye
             alpha = _SAFETY * 2 / a.detach().sum(-1).max() ** 2
         else:
             target = a
-            alpha = global_alpha if mode == 'official_norm' else search([a])
+            alpha = global_alpha if mode == 'newton_batch_scaled' else search([a])
         inv = alpha * target
         for _ in range(num_iters):
             inv = 2 * inv - inv @ target @ inv
@@ -281,7 +320,7 @@ def _check_normalization(normalization: str) -> None:
 
 
 def softmax_free_attention(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Tensor,
-                           normalization: str = 'none', pinv_mode: str = 'official',
+                           normalization: str = 'none', pinv_mode: str = 'newton_shifted',
                            num_iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
     """Gaussian-kernel Nystrom attention of SOFT / SOFT++ in O(N m d + N m^2 + m^3).
 
@@ -296,7 +335,7 @@ def softmax_free_attention(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Te
             ``K1 D_A^-1/2 A^+ D_A^-1/2 K1^T`` with ``D_A = diag(A 1)``) or ``'full'``
             (``D^-1/2 S D^-1/2`` with ``D = diag(S 1)``, ``S = K1 A^+ K1^T``). Defaults to
             ``'none'``.
-        pinv_mode (str): see :func:`newton_schulz_pinv`. Defaults to ``'official'``.
+        pinv_mode (str): see :func:`newton_schulz_pinv`. Defaults to ``'newton_shifted'``.
         num_iters (int): Newton-Schulz steps. Defaults to 20.
         eps (float): ``'full'`` only: degrees are clamped to at least ``eps`` before ``^-1/2``
             (an approximate ``A^+`` does not guarantee positive row sums). Defaults to 1e-6.
@@ -330,7 +369,7 @@ def softmax_free_attention(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Te
 
 
 def softmax_free_attention_reference(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Tensor,
-                                     normalization: str = 'none', pinv_mode: str = 'official',
+                                     normalization: str = 'none', pinv_mode: str = 'newton_shifted',
                                      num_iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
     """Same as :func:`softmax_free_attention` with ``S`` (``N x N``) materialised."""
     _check_normalization(normalization)
@@ -390,3 +429,11 @@ def landmark_grid_size(height: int, width: int, ratio: int,
         else:
             out_w -= 1
     return out_h, out_w
+
+
+register_op('gaussian_kernel', 'torch', gaussian_kernel)
+register_op('gaussian_kernel', 'reference', gaussian_kernel_reference)
+register_op('newton_schulz_pinv', 'torch', newton_schulz_pinv)
+register_op('newton_schulz_pinv', 'reference', newton_schulz_pinv_reference)
+register_op('softmax_free', 'torch', softmax_free_attention)
+register_op('softmax_free', 'reference', softmax_free_attention_reference)

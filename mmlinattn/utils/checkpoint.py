@@ -18,7 +18,6 @@ weights file never needs (``posix.system``): the cases torch reports with the sa
 import argparse
 import io
 import os.path as osp
-import pickle
 import pickletools
 import zipfile
 from typing import Any, Iterable, List, Optional, Set
@@ -29,7 +28,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 __all__ = ['CheckpointError', 'UnsafeCheckpointError', 'UnreadableCheckpointError',
            'CheckpointMismatchError', 'safe_globals_for_checkpoints', 'safe_torch_load',
            'diagnose_checkpoint', 'pickle_globals', 'install_safe_checkpoint_loader',
-           'is_safe_loader_installed', 'register_load_check', 'SETTINGS_KEY', 'encode_settings', 'decode_settings']
+           'is_safe_loader_installed', 'uninstall_safe_checkpoint_loader', 'loader_switch_on',
+           'LOADER_ENV', 'register_load_check', 'run_load_checks', 'SETTINGS_KEY', 'encode_settings', 'decode_settings']
 
 
 class CheckpointError(ValueError):
@@ -312,20 +312,47 @@ def register_load_check(check) -> None:
         _LOAD_CHECKS.append(check)
 
 
-def _load_from_local(filename: str, map_location: Any = None) -> Any:
-    checkpoint = safe_torch_load(filename, map_location=map_location)
+def run_load_checks(checkpoint: Any, filename: str) -> None:
+    """Run every check registered with :func:`register_load_check` on a loaded file."""
     for check in _LOAD_CHECKS:
         check(checkpoint, filename)
+
+
+def _load_from_local(filename: str, map_location: Any = None) -> Any:
+    checkpoint = safe_torch_load(filename, map_location=map_location)
+    run_load_checks(checkpoint, filename)
     return checkpoint
+
+
+#: Environment variable that, set to ``0`` before ``import mmlinattn``, keeps mmengine's own loader.
+LOADER_ENV = 'MMLINATTN_SAFE_LOADER'
 
 
 def install_safe_checkpoint_loader() -> None:
     """Make mmengine load local checkpoints through :func:`safe_torch_load`.
 
-    Idempotent. Called when :mod:`mmlinattn` is imported, so every entry point that imports the
-    package (our tools, configs through ``custom_imports``, ``init_detector``/``init_model``) gets it.
+    The one side effect of ``import mmlinattn`` (switch it off with the environment variable
+    ``MMLINATTN_SAFE_LOADER=0``, or undo it with :func:`uninstall_safe_checkpoint_loader`). Needed
+    because mmengine 0.10.7 calls ``torch.load`` without an allow-list, which torch >= 2.6 refuses
+    for full training checkpoints (``--resume``, ``load_from``, ``tools/test.py``,
+    ``init_detector`` / ``init_model``). It keeps ``weights_only=True``; a file mmengine's own
+    loader reads is read identically (tested), with one deliberate exception: a file in an
+    official, unconverted RALA / SOFT layout, which would match no key and leave the model
+    untrained, is refused with the conversion command. Idempotent.
     """
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
+
+
+def uninstall_safe_checkpoint_loader() -> None:
+    """Give mmengine back its own local-file loader."""
+    from mmengine.runner.checkpoint import load_from_local
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+
+
+def loader_switch_on() -> bool:
+    """Whether ``import mmlinattn`` should install the loader (``MMLINATTN_SAFE_LOADER`` != 0)."""
+    import os
+    return os.environ.get(LOADER_ENV, '1').strip().lower() not in ('0', 'false', 'no', 'off')
 
 
 def is_safe_loader_installed() -> bool:

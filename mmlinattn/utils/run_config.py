@@ -6,9 +6,7 @@ whose message says what is missing and which command creates it. The tools print
 exit with status 2 instead of showing a stack trace.
 """
 import glob
-import os
 import os.path as osp
-import re
 from typing import Iterable, List, Optional
 
 from mmengine.config import Config
@@ -121,11 +119,13 @@ def _validate_checkpoint(path: str):
         CheckpointError: the one-line diagnosis (missing, directory, empty, truncated, not a
             checkpoint, unsafe).
     """
-    from .checkpoint import CheckpointError, safe_torch_load
+    from .checkpoint import CheckpointError, run_load_checks, safe_torch_load
     try:
-        return safe_torch_load(path, mmap=True)
+        checkpoint = safe_torch_load(path, mmap=True)
     except FileNotFoundError:
         raise CheckpointError(f'{path}: no such file') from None
+    run_load_checks(checkpoint, path)      # e.g. an official layout that must be converted first
+    return checkpoint
 
 
 def _backbone_state(checkpoint) -> dict:
@@ -156,15 +156,8 @@ def check_checkpoint(cfg: Config, path: str, flag: str) -> None:
     except CheckpointError as err:
         raise UserInputError(f'{flag}: {err}') from None
     state = _backbone_state(checkpoint)
-    backbone_cfg = cfg.get('model', {}).get('backbone') if isinstance(cfg.get('model'), dict) \
-        else None
-    official = [k for k in state if re.match(r'^backbone\.(layers\.\d+\.blocks\.\d+\.attn\.qkvo|'
-                                              r'block[123]\.\d+\.att\.mha)\.', k)]
-    if official:
-        raise UserInputError(
-            f'{flag}: {path} holds an official (mmdet 2.x / timm) model, not an mmlinattn one; '
-            f'convert it first: python tools/convert_checkpoint.py {path} CONVERTED.pth '
-            '--whole-model')
+    model_cfg = cfg.get('model')
+    backbone_cfg = model_cfg.get('backbone') if isinstance(model_cfg, dict) else None
     backbone_state = {k[len('backbone.'):]: v for k, v in state.items()
                       if k.startswith('backbone.')}
     if not backbone_state or not backbone_cfg:

@@ -13,7 +13,8 @@ import torch
 
 import mmlinattn  # noqa: F401
 from mmlinattn.analysis import benchmark as bm
-from mmlinattn.analysis.official import OFFICIAL_ATTENTION_OPS, official_algorithm
+from mmlinattn.analysis.official import official_algorithm
+from mmlinattn.ops import get_op
 from mmlinattn.models.backbones.ravlt import RAVLT
 from mmlinattn.models.backbones.soft import SOFT
 from mmlinattn.models.layers import LayerNorm2d
@@ -65,7 +66,7 @@ def test_official_ravlt_path_equals_fast_path_forward_and_gradients():
     fast = model(x)
     grads_fast = torch.autograd.grad(sum(o.square().mean() for o in fast), [x, *model.parameters()])
     with official_algorithm(model):
-        assert model.stages[3].blocks[0].attn.attn_op is OFFICIAL_ATTENTION_OPS['softmax']
+        assert model.stages[3].blocks[0].attn.attn_op is get_op('rope_softmax', 'explicit')
         ref = model(x)
         grads_ref = torch.autograd.grad(sum(o.square().mean() for o in ref),
                                         [x, *model.parameters()])
@@ -108,7 +109,7 @@ def test_official_soft_path_grows_the_landmarks_like_the_released_models():
 
 
 def test_official_algorithm_rejects_other_models():
-    with pytest.raises(TypeError, match='needs a RAVLT or SOFT'):
+    with pytest.raises(TypeError, match=r'needs an mmlinattn backbone \(RAVLT, SOFT'):
         with official_algorithm(torch.nn.Conv2d(3, 3, 1)):
             pass
 
@@ -292,7 +293,7 @@ def test_quick_cli_run_writes_every_artifact(tmp_path):
     tool = load_tool()
     tool.main(['--quick', '--out', str(tmp_path), '--models', 'RAVLT-T', 'RAVLT-T (official alg.)',
                '--sizes', '64x64', '64x96', '--tokens', '256', '--skip-train-step',
-               '--flops-size', '64x64', '--repeats', '1'])
+               '--flops-size', '64x64', '--repeats', '1', '--max-call-seconds', '600'])
     with open(tmp_path / 'resolution.csv') as f:
         rows = list(csv.DictReader(f))
     assert [(r['model'], r['input'], r['status']) for r in rows] == [

@@ -70,8 +70,8 @@ class Pinv(nn.Module):
         return newton_schulz_pinv(mat, self.num_iters, self.mode)
 
 
-@pytest.mark.parametrize('mode, search', [('official', 0), ('official_norm', 1),
-                                          ('per_matrix', 1)])
+@pytest.mark.parametrize('mode, search', [('newton_shifted', 0), ('newton_batch_scaled', 1),
+                                          ('newton', 1)])
 def test_newton_handle_counts_cubes(mode, search):
     m, iters = 6, 5
     points = torch.rand(2, 3, m, 4)

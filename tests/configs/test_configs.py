@@ -16,30 +16,16 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmlinattn.archs import ARCH_TABLES
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob('*.py'))
+TABLES = {table.backbone.lower(): table for table in ARCH_TABLES.values()}   # 'ravlt', 'soft'
 NAME_RE = re.compile(r'^(?P<head>maskrcnn|cascade_maskrcnn|retinanet|upernet|fpn)_'
-                     r'(?P<backbone>ravlt|soft)_(?P<variant>[a-z])_'
+                     rf'(?P<backbone>{"|".join(TABLES)})_(?P<variant>[a-z])_'
                      r'(?:(?P<dataset>coco|ade20k)(?P<schedule>_3x)?|demo)$')
 DET_HEADS = ('maskrcnn', 'cascade_maskrcnn', 'retinanet')
 
-EMBED_DIMS = {
-    ('ravlt', 't'): [64, 128, 256, 512],
-    ('ravlt', 's'): [64, 128, 320, 512],
-    ('ravlt', 'b'): [96, 192, 384, 512],
-    ('ravlt', 'l'): [96, 192, 448, 640],
-    ('soft', 't'): [64, 128, 320, 512],
-    ('soft', 's'): [64, 128, 320, 512],
-    ('soft', 'm'): [64, 128, 288, 512],
-    ('soft', 'l'): [64, 128, 320, 512],
-}
-DEPTHS = {
-    ('ravlt', 't'): [2, 2, 6, 2], ('ravlt', 's'): [3, 5, 9, 3],
-    ('ravlt', 'b'): [4, 6, 12, 6], ('ravlt', 'l'): [4, 7, 19, 8],
-    ('soft', 't'): [1, 2, 3, 2], ('soft', 's'): [1, 3, 7, 4],
-    ('soft', 'm'): [1, 3, 29, 5], ('soft', 'l'): [1, 3, 40, 5],
-}
-RAVLT_DROP_PATH = {'t': 0.1, 's': 0.15, 'b': 0.4, 'l': 0.55}  # official, every det/seg config
 SOFT_DROP_PATH = 0.1  # PVT-style recipe
 SOFT_MAX_LANDMARKS = 256
 
@@ -174,20 +160,21 @@ def test_loads_with_custom_imports_and_docstring(name):
 @pytest.mark.parametrize('name', recipe_configs())
 def test_backbone_variant_and_pretrained_placeholder(name):
     parts = parse_name(name)
-    key = (parts['backbone'], parts['variant'])
+    table = TABLES[parts['backbone']]
     backbone = _load(name).model.backbone
     assert backbone.arch == parts['variant']
     arch = registry(_load(name)).get(backbone.type).parse_arch(backbone.arch)
-    assert arch['embed_dims'] == EMBED_DIMS[key] and arch['depths'] == DEPTHS[key]
+    assert arch == table.get(parts['variant'])         # the variant its file name says
     assert tuple(backbone.out_indices) == (0, 1, 2, 3)
     assert backbone.norm_cfg == dict(type='SyncBN', requires_grad=True)
     if parts['backbone'] == 'ravlt':
-        assert backbone.drop_path_rate == RAVLT_DROP_PATH[parts['variant']]
+        # the variant's official rate, as in every released det/seg config
+        assert backbone.drop_path_rate == table.get(parts['variant'])['drop_path_rate']
         checkpoint = f"checkpoints/ravlt_{parts['variant']}_in1k.pth"
     else:
         assert backbone.drop_path_rate == SOFT_DROP_PATH
-        assert backbone.norm is True and backbone.max_landmarks == SOFT_MAX_LANDMARKS
-        assert backbone.pinv_mode == 'per_matrix'
+        assert backbone.normalization == 'core' and backbone.max_landmarks == SOFT_MAX_LANDMARKS
+        assert backbone.pinv_mode == 'newton'
         checkpoint = f"checkpoints/soft_norm_{parts['variant']}_in1k.pth"
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=checkpoint)
     docstring = ast.get_docstring(ast.parse((CONFIG_DIR / f'{name}.py').read_text()))

@@ -10,6 +10,7 @@ import mmlinattn  # noqa: F401
 from mmlinattn.converters import (CheckpointError, checkpoint_arch, convert_state_dict,
                                   detect_family, load_checkpoint_file, unwrap_state_dict)
 from mmlinattn.converters.soft import convert_soft_state_dict, infer_soft_arch
+from mmlinattn.models.backbones.soft import SOFT
 from mmlinattn.utils.checkpoint import SETTINGS_KEY
 
 
@@ -19,7 +20,7 @@ def soft_checkpoint_weights(checkpoint):
 
 def convert_soft(state_dict, **kwargs):
     return convert_state_dict(state_dict, family='soft', **kwargs)
-from mmlinattn.models.backbones.soft import SOFT
+
 
 DATA = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'official')
 ROOT = osp.dirname(osp.dirname(osp.dirname(__file__)))

@@ -328,18 +328,6 @@ def test_autocast_fp16_1333x800_ravlt_t():
     _autocast_1333x800(torch.float16)
 
 
-@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-def test_build_by_name_from_downstream_registries(scope):
-    from mmengine.registry import DefaultScope
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(dict(type='RAVLT', arch=SMALL_ARCH, out_indices=(0, 2)))
-    assert type(model) is RAVLT and model.out_indices == (0, 2)
-
-
 def test_docstring_example():
     finder = doctest.DocTestFinder()
     tests = [t for t in finder.find(ravlt_module.RAVLT) if t.name.endswith('RAVLT')]

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from mmlinattn.ops.soft import (NORMALIZATIONS, PINV_MODES, gaussian_kernel,
+from mmlinattn.ops.soft import (NORMALIZATIONS, PINV_MODE_ALIASES, PINV_MODES, gaussian_kernel,
                                 gaussian_kernel_reference, landmark_grid_size, newton_schulz_pinv,
                                 newton_schulz_pinv_reference, softmax_free_attention,
                                 softmax_free_attention_reference)
 
-SHIFT = 0.009999999776482582  # the 'official' mode's +0.01 I (float32(0.01))
+SHIFT = 0.009999999776482582  # the 'newton_shifted' mode's +0.01 I (float32(0.01))
 
 
 def rel_err(a, b):
@@ -23,7 +23,7 @@ def kernel_matrices(batch_shape, m, d=4, spread=1.0, seed=0, dtype=torch.float64
 
 def exact_inverse(mat, mode):
     eye = torch.eye(mat.shape[-1], dtype=mat.dtype)
-    return torch.linalg.inv(mat + SHIFT * eye if mode == 'official' else mat)
+    return torch.linalg.inv(mat + SHIFT * eye if mode == 'newton_shifted' else mat)
 
 
 # --------------------------------------------------------------------------- Gaussian kernel
@@ -54,7 +54,7 @@ def test_gaussian_kernel_is_float32_under_autocast():
 def test_pinv_converges_to_linalg_pinv(mode):
     mat = kernel_matrices((2, 3), 8, spread=1.0)
     eye = torch.eye(8, dtype=mat.dtype)
-    target = mat + SHIFT * eye if mode == 'official' else mat
+    target = mat + SHIFT * eye if mode == 'newton_shifted' else mat
     out = newton_schulz_pinv(mat, num_iters=40, mode=mode)
     assert torch.allclose(out, torch.linalg.pinv(target), rtol=0, atol=1e-10)
 
@@ -77,11 +77,11 @@ def test_pinv_scale_is_per_matrix_or_global_as_documented():
     a = kernel_matrices((1, ), 10, spread=0.3, seed=2)
     b = kernel_matrices((1, ), 10, spread=0.1, seed=3)   # larger row sums -> smaller scale
     both = torch.cat([a, b])
-    for mode in ('official', 'per_matrix'):
+    for mode in ('newton_shifted', 'newton'):
         alone = newton_schulz_pinv(a, mode=mode)
         assert torch.equal(newton_schulz_pinv(both, mode=mode)[:1], alone)
-    batched = newton_schulz_pinv(both, mode='official_norm')[:1]
-    alone = newton_schulz_pinv(a, mode='official_norm')
+    batched = newton_schulz_pinv(both, mode='newton_batch_scaled')[:1]
+    alone = newton_schulz_pinv(a, mode='newton_batch_scaled')
     assert rel_err(batched, alone) > 1e-3  # the released SOFT-Norm scale is batch-global
 
 
@@ -120,9 +120,9 @@ def test_pinv_gradcheck(mode):
 def test_pinv_without_host_sync_traces_as_one_graph():
     torch._dynamo.reset()
     mat = kernel_matrices((2, 2), 8, spread=0.5, seed=8).float()
-    compiled = torch.compile(lambda a: newton_schulz_pinv(a, 20, 'per_matrix'), backend='eager',
+    compiled = torch.compile(lambda a: newton_schulz_pinv(a, 20, 'newton'), backend='eager',
                              fullgraph=True)
-    assert torch.equal(compiled(mat), newton_schulz_pinv(mat, 20, 'per_matrix'))
+    assert torch.equal(compiled(mat), newton_schulz_pinv(mat, 20, 'newton'))
     torch._dynamo.reset()
 
 
@@ -162,7 +162,7 @@ def test_attention_gradients_match_reference_when_converged(normalization):
     weight = torch.randn_like(inputs[2])
     grads = []
     for fn in (softmax_free_attention, softmax_free_attention_reference):
-        out = fn(*inputs, normalization=normalization, pinv_mode='per_matrix', num_iters=40)
+        out = fn(*inputs, normalization=normalization, pinv_mode='newton', num_iters=40)
         grads.append(torch.autograd.grad((out * weight).sum(), inputs))
     for fast, ref in zip(*grads):
         assert rel_err(fast, ref) < 1e-8
@@ -172,7 +172,7 @@ def test_full_normalization_is_symmetric_normalised_matrix():
     # D^-1/2 S D^-1/2 applied to V equals the materialised normalised matrix, and its degrees
     # are those of S: check against a direct construction with an exact inverse.
     q, landmarks, v = attention_inputs(seed=2, landmark_spread=1.5)
-    out = softmax_free_attention(q, landmarks, v, 'full', 'per_matrix', num_iters=60)
+    out = softmax_free_attention(q, landmarks, v, 'full', 'newton', num_iters=60)
     k1 = gaussian_kernel_reference(q, landmarks)
     sim = k1 @ torch.linalg.inv(gaussian_kernel_reference(landmarks, landmarks)) @ \
         k1.transpose(-1, -2)
@@ -184,9 +184,9 @@ def test_full_normalization_is_symmetric_normalised_matrix():
 def test_attention_computes_in_float32_under_autocast(dtype):
     q, landmarks, v = (t.to(dtype) for t in attention_inputs(seed=3, dtype=torch.float32))
     with torch.autocast('cpu', dtype=dtype):
-        out = softmax_free_attention(q, landmarks, v, 'core', 'official_norm')
+        out = softmax_free_attention(q, landmarks, v, 'core', 'newton_batch_scaled')
     assert out.dtype == dtype and torch.isfinite(out).all()
-    ref = softmax_free_attention(q.float(), landmarks.float(), v.float(), 'core', 'official_norm')
+    ref = softmax_free_attention(q.float(), landmarks.float(), v.float(), 'core', 'newton_batch_scaled')
     assert torch.equal(out, ref.to(dtype))
 
 
@@ -235,3 +235,11 @@ def test_bounded_landmark_cost_is_linear_in_pixels():
     official = [cost(s, None) for s in sides]
     assert all(b1 / b0 <= 4.0 for b0, b1 in zip(bounded, bounded[1:]))
     assert all(o1 / o0 > 16 for o0, o1 in zip(official, official[1:]))
+
+
+@pytest.mark.parametrize('old,new', sorted(PINV_MODE_ALIASES.items()))
+def test_former_pinv_mode_names_are_aliases(old, new):
+    mat = kernel_matrices((2, ), 6)
+    with pytest.warns(DeprecationWarning, match=f"former name of '{new}'"):
+        out = newton_schulz_pinv(mat, mode=old)
+    assert torch.equal(out, newton_schulz_pinv(mat, mode=new))

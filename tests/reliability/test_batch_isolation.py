@@ -1,5 +1,5 @@
 """A NaN or inf in one image never reaches the other images of its batch, in every attention mode
-except SOFT++'s released ``'official_norm'`` inverse, whose batch coupling is kept for fidelity,
+except SOFT++'s released ``'newton_batch_scaled'`` inverse, whose batch coupling is kept for fidelity,
 warned about when it bites, and used by no shipped config (see tests/configs)."""
 import itertools
 
@@ -63,9 +63,9 @@ def test_official_norm_couples_the_batch_and_says_so(normalization):
     torch.manual_seed(0)
     q = torch.randn(3, 2, 64, 16) / 2
     dirty = poison(q, float('nan'))
-    with pytest.warns(RuntimeWarning, match="every image of the batch is now NaN.*'per_matrix'"):
+    with pytest.warns(RuntimeWarning, match="every image of the batch is now NaN.*'newton'"):
         out = softmax_free_attention(dirty, dirty[:, :, ::8], torch.randn(3, 2, 64, 16),
-                                     normalization, 'official_norm')
+                                     normalization, 'newton_batch_scaled')
     assert not torch.isfinite(out[0]).any() and not torch.isfinite(out[2]).any()
 
 
@@ -78,7 +78,7 @@ SMALL_SOFT = dict(embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1], num_heads=[2
     ('ravlt_linear', lambda: RAVLT(arch=SMALL_RAVLT, attn_types=('linear', ) * 4)),
     ('soft_official', lambda: SOFT(arch=SMALL_SOFT, normalization='none')),
     ('softpp_per_matrix', lambda: SOFT(arch=SMALL_SOFT, normalization='core',
-                                       pinv_mode='per_matrix', max_landmarks=16)),
+                                       pinv_mode='newton', max_landmarks=16)),
 ])
 def test_backbones_in_eval_mode(name, build):
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def test_backbones_in_eval_mode(name, build):
     ('ravlt', lambda: RAVLT(arch=SMALL_RAVLT)),
     ('soft', lambda: SOFT(arch=SMALL_SOFT)),
     ('softpp_official_norm', lambda: SOFT(arch=SMALL_SOFT, normalization='core')),
-    ('softpp_full', lambda: SOFT(arch=SMALL_SOFT, normalization='full', pinv_mode='per_matrix')),
+    ('softpp_full', lambda: SOFT(arch=SMALL_SOFT, normalization='full', pinv_mode='newton')),
 ])
 def test_empty_batch_gives_empty_maps(name, build):
     """A batch of 0 images (e.g. an empty shard) gives empty maps of the right shapes, forward and

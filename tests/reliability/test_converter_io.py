@@ -80,7 +80,7 @@ def test_printed_backbone_builds_and_loads_when_pasted(name, tmp_path, capsys):
     capsys.readouterr()
     # Converting our own file again: the record keeps what the shapes cannot show.
     assert convert_checkpoint.main([str(first), str(second), '--allow-custom']) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith('backbone: '))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith('backbone: '))
     config = ast.literal_eval(line[len('backbone: '):])
     assert 'num_heads' in config['arch']
     model = MODELS.build(dict(config, init_cfg=dict(type='Pretrained', checkpoint=str(second))))

@@ -150,3 +150,47 @@ def test_damaged_files_get_the_converters_diagnostics_through_mmengine(tmp_path)
         load_checkpoint_file(str(truncated))
     torch.testing.assert_close(load_checkpoint_file(str(good))['state_dict']['w'],
                                torch.arange(1000.))
+
+
+def test_loader_switch_is_visible_and_can_be_turned_off(tmp_path):
+    """``import mmlinattn`` replaces mmengine's local loader unless MMLINATTN_SAFE_LOADER=0."""
+    import subprocess
+    import sys
+    code = ('import mmlinattn\n'
+            'from mmlinattn.utils.checkpoint import is_safe_loader_installed\n'
+            'print(is_safe_loader_installed())\n')
+    for value, expected in ((None, 'True'), ('0', 'False')):
+        env = {k: v for k, v in __import__('os').environ.items() if k != 'MMLINATTN_SAFE_LOADER'}
+        if value is not None:
+            env['MMLINATTN_SAFE_LOADER'] = value
+        out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.stdout.strip().splitlines()[-1] == expected, (value, out.stderr[-500:])
+
+
+def test_files_mmengine_reads_are_read_identically(tmp_path):
+    """Every file mmengine's own loader reads comes back the same through ours."""
+    from mmengine.runner.checkpoint import load_from_local
+
+    from mmlinattn.utils.checkpoint import (install_safe_checkpoint_loader,
+                                           is_safe_loader_installed,
+                                           uninstall_safe_checkpoint_loader)
+    files = {
+        'state_dict.pth': {'state_dict': {'w': torch.arange(6.).view(2, 3), 'n': torch.tensor(3)}},
+        'plain.pth': {'a.weight': torch.ones(2), 'b': torch.zeros(1, dtype=torch.int64)},
+        'meta.pth': {'state_dict': {'w': torch.ones(1)}, 'meta': {'epoch': 3, 'classes': ['a']}},
+        'legacy.pth': {'state_dict': {'w': torch.ones(3)}},
+    }
+    for name, obj in files.items():
+        torch.save(obj, tmp_path / name, _use_new_zipfile_serialization=name != 'legacy.pth')
+    try:
+        for name in files:
+            theirs = load_from_local(str(tmp_path / name), map_location='cpu')
+            ours = CheckpointLoader.load_checkpoint(str(tmp_path / name), map_location='cpu')
+            assert repr(theirs) == repr(ours), name
+        uninstall_safe_checkpoint_loader()
+        assert not is_safe_loader_installed()
+        assert CheckpointLoader._schemes[''] is load_from_local
+    finally:
+        install_safe_checkpoint_loader()
+    assert is_safe_loader_installed()

@@ -362,7 +362,7 @@ def run_train_step(args, device, progress, rows):
         rows.append(dict(model=name, input=f'1x{h}x{w}', step_s=statistics.median(times),
                          peak_mib=peak / bm.MIB, status='ok'))
         progress.done()
-        del model, optim
+        model = optim = None  # free before the next config
 
 
 # ----------------------------------------------------------------------------------------------

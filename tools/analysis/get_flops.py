@@ -150,7 +150,7 @@ def main(argv=None):
     print('Paper: backbones are the ImageNet classifiers at 224x224; RALA detectors at 1280x800 '
           'counted by mmcv 1.x without attention matmuls (compare with "w/o attention"). '
           'Official code: RAVLT fvcore on the released classifier; SOFT all matmuls incl. the '
-          '20-step inverse (shared/spec).')
+          '20-step inverse (sources: mmlinattn/analysis/reported.py).')
     if unsupported:
         names = ', '.join(sorted(op.split('::')[-1] for op in unsupported))
         print(f'Traced but not counted (0 flops): {names}')

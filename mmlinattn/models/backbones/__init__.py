@@ -1,8 +1,10 @@
-# Each backbone module registers its class in the MMEngine root MODELS registry on import.
-__all__ = []
-from .ravlt import RAVLT  # noqa: E402
+"""Backbones, one module per family; every module here is imported (and so registers its classes
+in the MMEngine root ``MODELS`` registry) when the package is."""
+from ...utils.discovery import import_submodules
+from .base import PyramidBackbone
+from .ravlt import RAVLT
+from .soft import SOFT
 
-__all__ += ['RAVLT']
-from .soft import SOFT  # noqa: E402
+import_submodules(__name__)  # families added as new files register themselves too
 
-__all__ += ['SOFT']
+__all__ = ['PyramidBackbone', 'RAVLT', 'SOFT']

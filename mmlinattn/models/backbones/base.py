@@ -252,6 +252,13 @@ class PyramidBackbone(BaseModule):
     def _init_from_scratch(self) -> None:
         raise NotImplementedError
 
+    def official_algorithm_patches(self) -> List[Tuple[Any, str, Any]]:
+        """``(object, attribute, value)`` changes that make this backbone evaluate its maths as
+        the released code does (same weights, same function up to rounding or, where ours bounds
+        a cost, the released cost); applied and undone by
+        :func:`mmlinattn.analysis.official.official_algorithm`. None by default."""
+        return []
+
     # ------------------------------------------------------------------ settings record
     def function_settings(self) -> Dict[str, Any]:
         """Family-specific settings that change the function of the same weights (JSON values)."""

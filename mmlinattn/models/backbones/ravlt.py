@@ -26,16 +26,17 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
 from ...archs import RAVLT_ARCHS, RAVLT_OFFICIAL_ATTN_TYPES
-from ...ops.rala import rank_augmented_linear_attention, rope_softmax_attention
+from ...ops.registry import DEFAULT_BACKEND, get_op
 from ...ops.rope import rope_sin_cos
 from ..layers import LayerNorm2d
 from .base import PyramidBackbone, check_positive_int, run_blocks
 
 __all__ = ['RAVLT']
 
-ATTENTION_OPS = {
-    'linear': rank_augmented_linear_attention,
-    'softmax': rope_softmax_attention,
+#: ``attn_types`` entry -> op kind in :mod:`mmlinattn.ops.registry`.
+ATTENTION_KINDS = {
+    'linear': 'rala',            # rank-augmented linear attention, O(N)
+    'softmax': 'rope_softmax',   # global softmax attention on RoPE-rotated q, k, O(N^2)
 }
 
 
@@ -51,14 +52,17 @@ class GatedRoPEAttention(nn.Module):
         num_heads (int): heads h; ``C / h`` must be divisible by 4 (2-D RoPE).
         attn_type (str): ``'linear'`` (rank-augmented linear attention, O(N)) or ``'softmax'``
             (global softmax attention, O(N^2)).
+        backend (str): implementation of that attention (see :mod:`mmlinattn.ops.registry`).
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, attn_type: str = 'linear'):
+    def __init__(self, embed_dims: int, num_heads: int, attn_type: str = 'linear',
+                 backend: str = DEFAULT_BACKEND):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
         self.attn_type = attn_type
-        self.attn_op = ATTENTION_OPS[attn_type]
+        self.backend = backend
+        self.attn_op = get_op(ATTENTION_KINDS[attn_type], backend)
         self.qkvg = nn.Conv2d(embed_dims, 4 * embed_dims, 1)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, padding=2, groups=embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
@@ -76,7 +80,7 @@ class GatedRoPEAttention(nn.Module):
         return self.proj((out + lepe) * gate)
 
     def extra_repr(self) -> str:
-        return f'attn_type={self.attn_type!r}, num_heads={self.num_heads}'
+        return f'attn_type={self.attn_type!r}, num_heads={self.num_heads}, backend={self.backend!r}'
 
 
 class ConvFFN(nn.Module):
@@ -109,15 +113,17 @@ class RAVLTBlock(nn.Module):
         mlp_ratio (float): FFN hidden channels are ``int(mlp_ratio * C)``.
         drop_path_rate (float): stochastic depth probability of this block.
         layer_scale_init_value (float): initial value of both layer-scale vectors.
+        backend (str): attention implementation.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, attn_type: str, mlp_ratio: float,
-                 drop_path_rate: float, layer_scale_init_value: float):
+                 drop_path_rate: float, layer_scale_init_value: float,
+                 backend: str = DEFAULT_BACKEND):
         super().__init__()
         self.layer_scale_init_value = layer_scale_init_value
         self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
         self.norm1 = LayerNorm2d(embed_dims, eps=1e-6)
-        self.attn = GatedRoPEAttention(embed_dims, num_heads, attn_type)
+        self.attn = GatedRoPEAttention(embed_dims, num_heads, attn_type, backend)
         self.norm2 = LayerNorm2d(embed_dims, eps=1e-6)
         self.ffn = ConvFFN(embed_dims, int(mlp_ratio * embed_dims))
         # (1, C, 1, 1) like the official weights, so they keep their shape (and weight decay).
@@ -149,11 +155,13 @@ class RAVLTStage(nn.Module):
         layer_scale_init_value (float): initial layer-scale value.
         norm_cfg (dict): norm of the downsampler.
         with_cp (bool): gradient checkpointing per block.
+        backend (str): attention implementation.
     """
 
     def __init__(self, in_channels: Optional[int], embed_dims: int, depth: int, num_heads: int,
                  attn_type: str, mlp_ratio: float, drop_path_rates: Sequence[float],
-                 layer_scale_init_value: float, norm_cfg: Dict, with_cp: bool = False):
+                 layer_scale_init_value: float, norm_cfg: Dict, with_cp: bool = False,
+                 backend: str = DEFAULT_BACKEND):
         super().__init__()
         self.head_dim = embed_dims // num_heads
         self.with_cp = with_cp
@@ -164,7 +172,7 @@ class RAVLTStage(nn.Module):
                                          norm_cfg=norm_cfg, act_cfg=None)
         self.blocks = nn.ModuleList(
             RAVLTBlock(embed_dims, num_heads, attn_type, mlp_ratio, drop_path_rates[j],
-                       layer_scale_init_value) for j in range(depth))
+                       layer_scale_init_value, backend) for j in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
@@ -233,10 +241,8 @@ class RAVLT(PyramidBackbone):
         out_norm_cfg (dict, optional): norm of each returned feature map, built with
             :func:`mmcv.cnn.build_norm_layer`; ``None`` returns the stage outputs as they are.
             Defaults to ``dict(type='LN2d', eps=1e-6)`` (the official detection and segmentation
-            backbones; keep it to load their checkpoints). Training from scratch, a per-pixel
-            LayerNorm rescales flat background to unit variance like an edge, and the small demo
-            Mask R-CNN (``configs/maskrcnn_ravlt_t_demo.py``) only learns boxes and masks without
-            it: on 4 training images after 120 iterations, loss 0.26 without vs 1.20 with.
+            backbones; keep it to load their checkpoints). The small demo Mask R-CNN trained from
+            scratch only learns without it (``docs/design.md``).
         frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``
             (parameters and BN statistics). The output norms stay trainable: they are not in
             ImageNet checkpoints. ``-1`` freezes nothing. Defaults to -1.
@@ -244,6 +250,10 @@ class RAVLT(PyramidBackbone):
             The official code meant to do this but its check misses SyncBN, so the official
             fine-tuning effectively ran with ``False``. Defaults to False.
         with_cp (bool): gradient checkpointing per block (less memory, slower). Defaults to False.
+        backend (str): implementation of the attention ops, independent of what they compute
+            (``attn_types``): ``'torch'`` or ``'reference'`` (the plain twins, for debugging), or
+            any backend registered with :func:`mmlinattn.ops.register_op`. Defaults to
+            ``'torch'``.
         override_checkpoint_settings (bool): weights whose settings record (saved with every
             checkpoint; see :class:`~mmlinattn.models.backbones.base.PyramidBackbone`) contradicts
             this backbone's ``arch`` or ``attn_types`` are refused with an error naming the fix;
@@ -282,6 +292,7 @@ class RAVLT(PyramidBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 backend: str = DEFAULT_BACKEND,
                  override_checkpoint_settings: bool = False,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
         if drop_path_rate is None:
@@ -291,6 +302,9 @@ class RAVLT(PyramidBackbone):
         embed_dims = self.arch['embed_dims']
         depths = self.arch['depths']
         self.attn_types = self._check_attn_types(attn_types)
+        for attn_type in set(self.attn_types):
+            get_op(ATTENTION_KINDS[attn_type], backend)   # an unknown backend fails here, once
+        self.backend = backend
         check_positive_int('in_channels', in_channels)
         rates = self.block_drop_path_rates()
 
@@ -310,7 +324,8 @@ class RAVLT(PyramidBackbone):
                     drop_path_rates=rates[i],
                     layer_scale_init_value=self.arch['layer_scale_init_values'][i],
                     norm_cfg=norm_cfg,
-                    with_cp=with_cp))
+                    with_cp=with_cp,
+                    backend=backend))
         self.out_norm_cfg = copy.deepcopy(out_norm_cfg)
         self.out_norms = nn.ModuleDict(
             {str(i): (nn.Identity() if out_norm_cfg is None else
@@ -340,10 +355,22 @@ class RAVLT(PyramidBackbone):
 
     def _check_attn_types(self, attn_types: Sequence[str]) -> Tuple[str, ...]:
         attn_types = tuple(attn_types)
-        if len(attn_types) != self.num_stages or any(t not in ATTENTION_OPS for t in attn_types):
-            raise ValueError(f'attn_types must give one of {sorted(ATTENTION_OPS)} for each of the '
+        if len(attn_types) != self.num_stages or any(t not in ATTENTION_KINDS for t in attn_types):
+            raise ValueError(f'attn_types must give one of {sorted(ATTENTION_KINDS)} for each of the '
                              f'{self.num_stages} stages, got {attn_types!r}')
         return attn_types
+
+    def official_algorithm_patches(self) -> List[Tuple[Any, str, Any]]:
+        """Softmax stages build the ``N x N`` attention matrix explicitly (the released
+        ``VanillaSelfAttention``) and every LayerNorm2d makes its output contiguous; the linear
+        stages already follow the released order."""
+        patches = []
+        for module in self.modules():
+            if isinstance(module, GatedRoPEAttention) and module.attn_type == 'softmax':
+                patches.append((module, 'attn_op', get_op('rope_softmax', 'explicit')))
+            elif isinstance(module, LayerNorm2d):
+                patches.append((module, 'forward', module.forward_contiguous))
+        return patches
 
     def _init_from_scratch(self) -> None:
         for module in self.modules():

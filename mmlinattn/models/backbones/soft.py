@@ -35,8 +35,8 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
 from ...archs import SOFT_ARCHS
-from ...ops.soft import (NORMALIZATIONS, PINV_MODES, landmark_grid_size,
-                         softmax_free_attention)
+from ...ops.registry import DEFAULT_BACKEND, get_op
+from ...ops.soft import NORMALIZATIONS, PINV_MODES, landmark_grid_size, resolve_pinv_mode
 from .base import PyramidBackbone, check_positive_int, run_blocks
 
 __all__ = ['SOFT']
@@ -61,12 +61,15 @@ class SoftmaxFreeAttention(nn.Module):
         newton_iters (int): Newton-Schulz steps.
         max_landmarks (int, optional): bound on the landmark count (average-pools the landmark
             grid, see :func:`mmlinattn.ops.soft.landmark_grid_size`); None = official.
+        backend (str): implementation of the attention op (see :mod:`mmlinattn.ops.registry`).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, landmark_ratio: int,
                  local_kernel_size: int, normalization: str, pinv_mode: str, newton_iters: int,
-                 max_landmarks: Optional[int]):
+                 max_landmarks: Optional[int], backend: str = DEFAULT_BACKEND):
         super().__init__()
+        self.attn_op = get_op('softmax_free', backend)
+        self.backend = backend
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
         self.landmark_ratio = landmark_ratio
@@ -102,8 +105,7 @@ class SoftmaxFreeAttention(nn.Module):
         landmarks = F.gelu(self.landmark_norm(landmarks.flatten(2).transpose(1, 2)))
         landmarks = landmarks.reshape(batch, heads, grid[0] * grid[1], head_dim)  # (B, h, m, d)
 
-        out = softmax_free_attention(q, landmarks, v, self.normalization, self.pinv_mode,
-                                     self.newton_iters)
+        out = self.attn_op(q, landmarks, v, self.normalization, self.pinv_mode, self.newton_iters)
         v_map = v.permute(0, 3, 1, 2).reshape(batch * head_dim, heads, height, width)
         local = self.local_conv(v_map).reshape(batch, head_dim, heads, num_tokens)
         out = out + local.permute(0, 2, 3, 1)
@@ -112,7 +114,8 @@ class SoftmaxFreeAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, landmark_ratio={self.landmark_ratio}, '
                 f'normalization={self.normalization!r}, pinv_mode={self.pinv_mode!r}, '
-                f'newton_iters={self.newton_iters}, max_landmarks={self.max_landmarks}')
+                f'newton_iters={self.newton_iters}, max_landmarks={self.max_landmarks}, '
+                f'backend={self.backend!r}')
 
 
 class SOFTBlock(nn.Module):
@@ -233,18 +236,12 @@ class SOFT(PyramidBackbone):
     depth-wise convolution on V (k = 9, 5, 3) is added. Stage 3 is a plain ViT block stack with a
     cls token. SOFT++ (``normalization='core'``, or ``norm=True``) adds a symmetric normalisation.
 
-    **High resolution.** The official landmark count grows with the image (m = N / r^2, about
-    1,050 per stage at 800 x 1344), so the O(m^3) inverse dominates. ``max_landmarks`` average-pools
-    the landmark grid to at most that many landmarks (same aspect ratio), which keeps the cost
-    linear in the number of pixels (SOFT-Small-Norm at 800 x 1344 on 2 CPU cores: 4.2 s instead of
-    141 s with ``max_landmarks=256``). The weights are unchanged and nothing changes where the
-    official grid is within the bound, but above it the function changes substantially, because the
-    20-step inverse is not converged and depends on the landmark set: at 512 x 512 (256 official
-    landmarks), bounds of 196 / 49 move the stage outputs of the official fixture weights by up to
-    8 % / 32 % (SOFT) and 22 % / 107 % (SOFT++), max-normalised, and those of a randomly
-    initialised SOFT-Small by 34-118 % (an untrained softmax-free attention is close to a plain
-    sum over all tokens). Treat it as a cheaper variant to be fine-tuned (as detection and
-    segmentation training does), not as an approximation of a frozen official model.
+    **High resolution.** The official landmark count grows with the image (m = N / r^2), so the
+    O(m^3) inverse dominates at detection size. ``max_landmarks`` average-pools the landmark grid
+    to at most that many landmarks (same aspect ratio), keeping the cost linear in the pixels. The
+    weights are unchanged, but above the bound the function changes substantially: treat it as a
+    variant to fine-tune, not as an approximation of a frozen official model (measurements in
+    ``docs/design.md``).
 
     **cls token in dense prediction.** Stage 3 keeps the pre-training forward: the cls token (with
     its own position entry) takes part in the attention and is removed from the output map. The
@@ -253,8 +250,8 @@ class SOFT(PyramidBackbone):
     a LayerNorm already (post-norm blocks), so no per-output norms are added.
 
     **Position embeddings.** The tables are stored as ``(1, C, h, w)`` maps of the pre-training
-    grid and bilinearly resized to the current grid on every forward; a load-state-dict hook
-    resizes tables of another size in a checkpoint to ``pretrain_img_size``.
+    grid and bilinearly resized to the current grid on every forward; tables of another size in a
+    checkpoint are resized to ``pretrain_img_size`` when loaded.
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'medium'``, ``'large'``, ``'huge'`` (or
@@ -275,13 +272,16 @@ class SOFT(PyramidBackbone):
             :func:`mmlinattn.ops.soft.softmax_free_attention`). None: from ``norm``, else
             ``'none'``. Recorded with the weights: loading SOFT weights into a SOFT++ backbone (or
             the reverse) is an error naming this key. Defaults to None.
-        pinv_mode (str, optional): ``'official'``, ``'official_norm'`` or ``'per_matrix'`` (see
-            :func:`mmlinattn.ops.soft.newton_schulz_pinv`). None: ``'official'`` for SOFT and
-            ``'official_norm'`` for SOFT++ (what the released checkpoints need).
-            ``'official_norm'`` shares one scale across the whole batch, so **a NaN or inf in one
-            image makes every image of the batch NaN** (and an image's output depends on its
-            batch); ``'per_matrix'`` has neither problem and is what every shipped training config
-            uses. Defaults to None.
+        pinv_mode (str, optional): how the landmark kernel is inverted, see
+            :func:`mmlinattn.ops.soft.newton_schulz_pinv`: ``'newton_shifted'`` (Newton-Schulz on
+            ``A + 0.01 I``), ``'newton_batch_scaled'`` (on ``A``, one initial scale for the whole
+            batch) or ``'newton'`` (on ``A``, a scale per matrix); the former names
+            ``'official'``, ``'official_norm'`` and ``'per_matrix'`` are accepted. None:
+            ``'newton_shifted'`` for SOFT and ``'newton_batch_scaled'`` for SOFT++ (what the
+            released checkpoints computed). ``'newton_batch_scaled'`` shares one scale across the
+            whole batch, so **a NaN or inf in one image makes every image of the batch NaN** (and
+            an image's output depends on its batch); ``'newton'`` has neither problem and is what
+            every shipped training config uses. Defaults to None.
         newton_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
         max_landmarks (int, optional): bound on the landmarks per SOFT attention (per image and
             head). None = the official, resolution-dependent count. Dense-prediction configs
@@ -306,6 +306,10 @@ class SOFT(PyramidBackbone):
         norm_eval (bool): keep all BN layers (BN and SyncBN) in eval mode while training.
             Defaults to False.
         with_cp (bool): gradient checkpointing per block. Defaults to False.
+        backend (str): implementation of the softmax-free attention op, independent of what it
+            computes: ``'torch'``, ``'reference'`` (the plain twin with the ``N x N`` matrix) or
+            any backend registered with :func:`mmlinattn.ops.register_op`. Defaults to
+            ``'torch'``.
         override_checkpoint_settings (bool): weights whose settings record contradicts this
             backbone (SOFT vs SOFT++, arch, landmark or V-conv sizes) are refused with an error
             naming the fix; True loads them with a warning instead (e.g. to fine-tune SOFT
@@ -350,6 +354,7 @@ class SOFT(PyramidBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 backend: str = DEFAULT_BACKEND,
                  override_checkpoint_settings: bool = False,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
         super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp,
@@ -358,6 +363,8 @@ class SOFT(PyramidBackbone):
         self.normalization, self.pinv_mode = self._resolve_attention(norm, normalization,
                                                                      pinv_mode)
         self.newton_iters = check_positive_int('newton_iters', newton_iters)
+        get_op('softmax_free', backend)              # an unknown backend fails here, once
+        self.backend = backend
         self.max_landmarks = check_positive_int('max_landmarks', max_landmarks, allow_none=True)
         self.landmark_ratios = self._check_per_soft_stage('landmark_ratios', landmark_ratios)
         self.local_kernel_sizes = self._check_per_soft_stage('local_kernel_sizes',
@@ -401,7 +408,7 @@ class SOFT(PyramidBackbone):
                                   local_kernel_size=self.local_kernel_sizes[i],
                                   normalization=self.normalization, pinv_mode=self.pinv_mode,
                                   newton_iters=self.newton_iters,
-                                  max_landmarks=self.max_landmarks)
+                                  max_landmarks=self.max_landmarks, backend=backend)
                         for rate in stage_rates
                     ]
                 else:
@@ -441,9 +448,12 @@ class SOFT(PyramidBackbone):
                              "(norm=True) needs 'core' or 'full', SOFT (norm=False) needs 'none'; "
                              'set only normalization')
         if pinv_mode is None:
-            pinv_mode = 'official' if normalization == 'none' else 'official_norm'
-        if pinv_mode not in PINV_MODES:
-            raise ValueError(f'pinv_mode {pinv_mode!r} unknown; choose one of {list(PINV_MODES)}')
+            pinv_mode = 'newton_shifted' if normalization == 'none' else 'newton_batch_scaled'
+        try:
+            pinv_mode = resolve_pinv_mode(pinv_mode)
+        except ValueError:
+            raise ValueError(f'pinv_mode {pinv_mode!r} unknown; choose one of '
+                             f'{list(PINV_MODES)}') from None
         return normalization, pinv_mode
 
     def function_settings(self) -> Dict[str, Any]:
@@ -479,6 +489,11 @@ class SOFT(PyramidBackbone):
         if self.frozen_stages >= self.num_stages and self.final_norm:
             frozen.append(self.norm)
         return frozen
+
+    def official_algorithm_patches(self) -> list:
+        """The landmark count grows with the image (no ``max_landmarks`` bound), as released."""
+        return [(m, 'max_landmarks', None) for m in self.modules()
+                if isinstance(m, SoftmaxFreeAttention)]
 
     def _init_from_scratch(self) -> None:
         for module in self.modules():
