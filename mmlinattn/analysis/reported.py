@@ -1,6 +1,9 @@
-"""Parameter and FLOP counts reported by the papers / official READMEs, to print beside ours.
+"""Parameter, FLOP and accuracy numbers reported by the papers / official READMEs.
 
-Sources (see ``shared/spec/rala.md`` §2.4 and §3.2-3.3, ``shared/spec/soft.md`` §2.3 and §4):
+The one place in Python that holds the papers' numbers: ``tools/analysis/get_flops.py`` prints
+them beside ours and ``tools/misc/generate_metafiles.py`` writes them into the metafiles.
+
+Sources (the papers, the official READMEs and counts of the released code):
 
 * Backbones: the ImageNet **classifiers** at 224 x 224 (so the parameters include the classifier
   neck and head, which a detection backbone does not have). For RAVLT the table also gives
@@ -12,12 +15,19 @@ Sources (see ``shared/spec/rala.md`` §2.4 and §3.2-3.3, ``shared/spec/soft.md`
   module-hook counter that does **not** see the attention matmuls. SOFT publishes parameters only.
 * Segmentors: RALA README (input size not stated; 512 x 2048 is the usual convention). SOFT
   publishes parameters only.
+* Accuracy (:data:`REPORTED_METRICS`): COCO val2017 box / mask AP and ADE20K val (single-scale)
+  mIoU from the RALA README (``rala.md`` §3.2-3.3) and, for the SOFT++ (SOFT-*-Norm) backbones,
+  the SOFT README (``soft.md`` §4; recipes unpublished, so our SOFT configs follow other
+  recipes). Configs without a published result (T variants of the 3x, Cascade and UperNet
+  recipes, every SOFT config beyond RetinaNet / Mask R-CNN 1x and UperNet S / M, the demos) have
+  no entry.
 
-All FLOPs are multiply-adds ("1 FMA = 1 flop"), in G; parameters in M.
+All FLOPs are multiply-adds ("1 FMA = 1 flop"), in G; parameters in M; AP and mIoU in %.
 """
 from typing import Dict, Optional
 
-__all__ = ['REPORTED_BACKBONES', 'REPORTED_MODELS', 'reported_backbone', 'reported_model']
+__all__ = ['REPORTED_BACKBONES', 'REPORTED_MODELS', 'REPORTED_METRICS', 'METRIC_NAMES',
+           'reported_backbone', 'reported_model', 'reported_metrics']
 
 _ALIASES = {'tiny': 't', 'small': 's', 'base': 'b', 'medium': 'm', 'large': 'l', 'huge': 'h'}
 
@@ -68,6 +78,37 @@ for _v, _p in (('t', 33), ('s', 44), ('m', 65), ('l', 84)):
 _add('upernet_soft_s_ade20k', 54)
 _add('upernet_soft_m_ade20k', 76)
 
+#: The metric names used in :data:`REPORTED_METRICS` (OpenMMLab metafile spelling).
+METRIC_NAMES = ('box AP', 'mask AP', 'mIoU')
+
+#: config name (file stem) -> {metric name: value in %}, for the configs with a published result.
+REPORTED_METRICS: Dict[str, Dict[str, float]] = {}
+
+
+def _metrics(pattern, variants, **columns):
+    """Add ``pattern.format(v)`` for each variant, column ``box_ap`` / ``mask_ap`` / ``miou``."""
+    names = dict(box_ap='box AP', mask_ap='mask AP', miou='mIoU')
+    for i, variant in enumerate(variants.split()):
+        REPORTED_METRICS[pattern.format(variant)] = {
+            names[key]: values[i] for key, values in columns.items()}
+
+
+# RALA README (COCO val2017; ADE20K val).
+_metrics('retinanet_ravlt_{}_coco', 't s b l', box_ap=(45.9, 48.3, 49.8, 50.9))
+_metrics('maskrcnn_ravlt_{}_coco', 't s b l', box_ap=(47.3, 49.8, 51.2, 52.3),
+         mask_ap=(42.7, 44.6, 45.7, 46.4))
+_metrics('maskrcnn_ravlt_{}_coco_3x', 's b l', box_ap=(51.4, 52.7, 53.6),
+         mask_ap=(45.5, 46.4, 47.3))
+_metrics('cascade_maskrcnn_ravlt_{}_coco_3x', 's b l', box_ap=(54.2, 55.3, 55.6),
+         mask_ap=(46.8, 47.7, 48.0))
+_metrics('fpn_ravlt_{}_ade20k', 't s b l', miou=(47.9, 49.5, 51.9, 52.6))
+_metrics('upernet_ravlt_{}_ade20k', 's b l', miou=(50.7, 52.5, 53.2))
+# SOFT README, SOFT-*-Norm (= SOFT++) backbones, 1x schedules (COCO val2017; ADE20K val).
+_metrics('retinanet_soft_{}_coco', 't s m l', box_ap=(40.0, 42.8, 44.3, 45.3))
+_metrics('maskrcnn_soft_{}_coco', 't s m l', box_ap=(41.2, 43.8, 46.6, 47.0),
+         mask_ap=(38.2, 40.1, 42.0, 42.2))
+_metrics('upernet_soft_{}_ade20k', 's m', miou=(46.2, 48.0))
+
 
 def reported_backbone(backbone_type: str, arch) -> Optional[dict]:
     """The classifier's reported numbers for a backbone config, or None (custom arch, unknown).
@@ -88,3 +129,13 @@ def reported_backbone(backbone_type: str, arch) -> Optional[dict]:
 def reported_model(config_name: str) -> Optional[dict]:
     """The reported numbers of a whole detector/segmentor config (by file stem), or None."""
     return REPORTED_MODELS.get(config_name)
+
+
+def reported_metrics(config_name: str) -> Dict[str, float]:
+    """The papers' accuracy for a config (by file stem), e.g. ``{'box AP': 47.3, 'mask AP': 42.7}``.
+
+    Returns:
+        dict: metric name (one of :data:`METRIC_NAMES`) -> value in %; empty when the papers
+        report no result for this config.
+    """
+    return dict(REPORTED_METRICS.get(config_name, {}))

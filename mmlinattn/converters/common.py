@@ -252,14 +252,9 @@ def _plain(value):
 
 
 def _defaults_of(table: ArchTable) -> Dict[str, Any]:
-    import inspect
-
     from mmengine.registry import MODELS
     backbone = MODELS.get(table.backbone)
-    if backbone is None:
-        return {}
-    return {name: p.default for name, p in inspect.signature(backbone).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return backbone.default_arguments() if hasattr(backbone, 'default_arguments') else {}
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'auto',

@@ -231,15 +231,15 @@ def _undecided(settings: Dict) -> Optional[str]:
 
 SOFT_CONVERTER = FamilyConverter(
     table=SOFT_ARCHS,
+    convert_official=convert_official_soft,
+    infer=infer_soft_arch,
+    source_settings=_source_settings,
+    describe=_describe,
+    undecided=_undecided,
     official_signature=_OFFICIAL_SIGNATURE,
     our_signature=re.compile(r'^stages\.[012]\.blocks\.\d+\.attn\.landmark_conv\.weight$'),
     official_keys=re.compile(r'^(patch_embed\d\.|block\d\.\d+\.|pos_embed\d$|cls_token$)'),
     our_keys=re.compile(r'^(stem\.\d+\.|stages\.\d+\.)'),
-    convert_official=convert_official_soft,
-    infer=infer_soft_arch,
-    source_settings=_source_settings,
-    optional_keys=re.compile(r'^norm\.'),
-    describe=_describe,
-    undecided=_undecided)
+    optional_keys=re.compile(r'^norm\.'))
 
 register_family(SOFT_CONVERTER)

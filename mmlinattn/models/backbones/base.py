@@ -14,18 +14,22 @@ into a logged warning for deliberate changes (e.g. fine-tuning SOFT weights as S
 A family subclass sets ``arch_table`` and implements its stem, stages and
 :meth:`~PyramidBackbone.function_settings`.
 """
+import copy
+import inspect
 import numbers
 from contextlib import contextmanager
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...archs import ArchTable
+from ...ops.registry import DEFAULT_BACKEND, get_op
 from ...utils.checkpoint import (SETTINGS_KEY, CheckpointMismatchError, decode_settings,
                                  encode_settings)
 
@@ -105,45 +109,73 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, with_cp: bool = Fa
 class PyramidBackbone(BaseModule):
     """Base of the 4-stage pyramid backbones (strides 4, 8, 16, 32).
 
-    Subclasses set :attr:`arch_table`, build ``self.stem`` and ``self.stages`` (an
-    ``nn.ModuleList``) in their ``__init__`` after calling this one, call
-    :meth:`_freeze_stages` at its end, and implement :meth:`_init_from_scratch` and
-    :meth:`function_settings`.
+    Owns the arguments every family shares; a family's ``__init__`` takes its own arguments and
+    passes the rest here as keywords. Subclasses set :attr:`arch_table`, build ``self.stem`` and
+    ``self.stages`` (an ``nn.ModuleList``) after calling this ``__init__``, call
+    :meth:`_freeze_stages` at its end, and implement :meth:`function_settings` (and
+    :meth:`_init_family_parameters` for parameters other than weights and biases).
 
     Args:
         arch (str | dict): a variant name of :attr:`arch_table` or a custom dict (see the
-            subclass).
-        out_indices (int | Sequence[int]): stages whose outputs are returned.
-        drop_path_rate (float): stochastic depth, increasing linearly over all blocks from 0 to
-            this value, in ``[0, 1)``.
+            family).
+        in_channels (int): input image channels. Defaults to 3.
+        out_indices (int | Sequence[int]): stages whose outputs are returned, each once
+            (negative indices count from the end). Defaults to ``(0, 1, 2, 3)``.
+        drop_path_rate (float, optional): stochastic depth, increasing linearly over all blocks
+            from 0 to this value, in ``[0, 1)``. None: the variant's ``drop_path_rate`` if its
+            arch has one (RAVLT's official rates), else 0.1. Defaults to None.
+        norm_cfg (dict): norm of the stem and downsamplers (the official detection and
+            segmentation models use ``dict(type='SyncBN')``). Defaults to ``dict(type='BN')``.
         frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` also stages
-            ``0 .. k - 1`` (eval mode, no gradients).
+            ``0 .. k - 1`` (eval mode, no gradients). Defaults to -1.
         norm_eval (bool): keep every BN layer (SyncBN included) in eval mode while training.
-        with_cp (bool): gradient checkpointing per block.
-        override_checkpoint_settings (bool): load weights whose settings record contradicts this
-            backbone's settings with a warning instead of an error.
+            Defaults to False.
+        with_cp (bool): gradient checkpointing per block (less memory, slower). Defaults to False.
+        backend (str | dict): implementation of the attention ops, independent of what they
+            compute: ``'torch'``, ``'reference'`` (the plain twins, for debugging) or any backend
+            registered with :func:`mmlinattn.ops.register_op`; a dict chooses per op kind (kinds
+            it omits use ``'torch'``). Defaults to ``'torch'``.
+        override_checkpoint_settings (bool): weights whose settings record (see the module
+            docstring) or tensors contradict this backbone are refused with an error naming the
+            fix; True loads them with a warning instead (e.g. SOFT weights into a SOFT++ model
+            to fine-tune them). Defaults to False.
         init_cfg (dict | list[dict], optional): ``None`` initialises from scratch;
             ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads an official or
-            converted file through :func:`mmlinattn.converters.load_pretrained`.
+            converted file through :func:`mmlinattn.converters.load_pretrained` and logs matched /
+            missing / unexpected counts. Defaults to None.
     """
 
     arch_table: ArchTable
     num_stages: int
+    #: op kinds the family's attention uses (checked against ``backend`` at build time).
+    op_kinds: Tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if 'arch_table' in cls.__dict__:
             cls.num_stages = cls.arch_table.num_stages
 
-    def __init__(self, arch: Union[str, Dict], out_indices: Union[int, Sequence[int]],
-                 drop_path_rate: float, frozen_stages: int, norm_eval: bool, with_cp: bool,
+    def __init__(self,
+                 arch: Union[str, Dict],
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 drop_path_rate: Optional[float] = None,
+                 norm_cfg: Dict = dict(type='BN'),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 backend: Union[str, Dict[str, str]] = DEFAULT_BACKEND,
                  override_checkpoint_settings: bool = False,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self.parse_arch(arch)
         self.embed_dims = self.arch['embed_dims']
+        self.in_channels = check_positive_int('in_channels', in_channels)
         self.out_indices = check_out_indices(out_indices, self.num_stages)
+        if drop_path_rate is None:
+            drop_path_rate = self.arch.get('drop_path_rate', 0.1)
         self.drop_path_rate = check_rate('drop_path_rate', drop_path_rate)
+        self.norm_cfg = copy.deepcopy(norm_cfg)
         if (isinstance(frozen_stages, bool) or not isinstance(frozen_stages, numbers.Integral)
                 or not -1 <= frozen_stages <= self.num_stages):
             raise ValueError(f'frozen_stages must be an int in [-1, {self.num_stages}] (-1: '
@@ -151,7 +183,33 @@ class PyramidBackbone(BaseModule):
         self.frozen_stages = int(frozen_stages)
         self.norm_eval = bool(norm_eval)
         self.with_cp = bool(with_cp)
+        self.backend = backend
+        for kind in self.op_kinds:
+            self.op_for(kind)                       # an unknown backend fails here, once
         self.override_checkpoint_settings = bool(override_checkpoint_settings)
+
+    def op_for(self, kind: str) -> Callable:
+        """The implementation of op ``kind`` that ``backend`` selects (a name, or a dict from op
+        kind to name where missing kinds use ``'torch'``).
+
+        Raises:
+            ValueError: an unknown backend for that op.
+        """
+        backend = self.backend
+        if isinstance(backend, Mapping):
+            backend = backend.get(kind, DEFAULT_BACKEND)
+        return get_op(kind, backend)
+
+    @classmethod
+    def default_arguments(cls) -> Dict[str, Any]:
+        """Constructor defaults of this family and of the base, by argument name."""
+        defaults: Dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, PyramidBackbone):
+                signature = inspect.signature(klass.__init__)
+                defaults.update({name: p.default for name, p in signature.parameters.items()
+                                 if p.default is not inspect.Parameter.empty})
+        return defaults
 
     # ------------------------------------------------------------------------------ arch
     @classmethod
@@ -249,8 +307,45 @@ class PyramidBackbone(BaseModule):
         else:
             super().init_weights()
 
+    #: Layer types whose weights start truncated-normal (std 0.02) with zero bias.
+    truncated_normal_init: Tuple[type, ...] = (nn.Conv2d, )
+
     def _init_from_scratch(self) -> None:
-        raise NotImplementedError
+        """Truncated-normal weights (std 0.02, zero bias) for :attr:`truncated_normal_init`
+        layers, unit / zero LayerNorms, then :meth:`_init_family_parameters`."""
+        for module in self.modules():
+            if isinstance(module, self.truncated_normal_init):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self._init_family_parameters()
+
+    def _init_family_parameters(self) -> None:
+        """Initialise the family's own parameters (layer scales, position tables, ...)."""
+
+    # ------------------------------------------------------------------------------ forward
+    def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """What the backbone returns for stage ``index`` given the stage's map ``x`` (e.g. through
+        an output norm). The identity by default."""
+        return x
+
+    def forward_stages(self, x: torch.Tensor, last: Optional[int] = None):
+        """Yield ``(i, map)`` for each stage ``i`` up to ``last`` (all by default); the map is
+        the stage's output before :meth:`output`. ``x`` is ``(B, in_channels, H, W)``."""
+        x = self.stem(x)
+        last = self.num_stages - 1 if last is None else last
+        for i, stage in enumerate(self.stages[:last + 1]):
+            x = stage(x)
+            yield i, x
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x: ``(B, in_channels, H, W)``. Returns one ``(B, C_i, H_i, W_i)`` map per out index,
+        ``H_i = ceil(H / 2 ** (i + 2))``."""
+        return tuple(self.output(i, x) for i, x in self.forward_stages(x, max(self.out_indices))
+                     if i in self.out_indices)
 
     def official_algorithm_patches(self) -> List[Tuple[Any, str, Any]]:
         """``(object, attribute, value)`` changes that make this backbone evaluate its maths as

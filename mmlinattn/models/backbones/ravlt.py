@@ -16,20 +16,19 @@ Structure (all tensors channels-first ``(B, C, H, W)``)::
 """
 import copy
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
 from ...archs import RAVLT_ARCHS, RAVLT_OFFICIAL_ATTN_TYPES
-from ...ops.registry import DEFAULT_BACKEND, get_op
+from ...ops.registry import get_op
 from ...ops.rope import rope_sin_cos
 from ..layers import LayerNorm2d
-from .base import PyramidBackbone, check_positive_int, run_blocks
+from .base import PyramidBackbone, run_blocks
 
 __all__ = ['RAVLT']
 
@@ -52,17 +51,17 @@ class GatedRoPEAttention(nn.Module):
         num_heads (int): heads h; ``C / h`` must be divisible by 4 (2-D RoPE).
         attn_type (str): ``'linear'`` (rank-augmented linear attention, O(N)) or ``'softmax'``
             (global softmax attention, O(N^2)).
-        backend (str): implementation of that attention (see :mod:`mmlinattn.ops.registry`).
+        attn_op (callable, optional): the implementation of that attention (an op of
+            :mod:`mmlinattn.ops.registry`); None: the default backend's.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, attn_type: str = 'linear',
-                 backend: str = DEFAULT_BACKEND):
+                 attn_op: Optional[Callable] = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
         self.attn_type = attn_type
-        self.backend = backend
-        self.attn_op = get_op(ATTENTION_KINDS[attn_type], backend)
+        self.attn_op = attn_op or get_op(ATTENTION_KINDS[attn_type])
         self.qkvg = nn.Conv2d(embed_dims, 4 * embed_dims, 1)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, padding=2, groups=embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
@@ -80,7 +79,8 @@ class GatedRoPEAttention(nn.Module):
         return self.proj((out + lepe) * gate)
 
     def extra_repr(self) -> str:
-        return f'attn_type={self.attn_type!r}, num_heads={self.num_heads}, backend={self.backend!r}'
+        return (f'attn_type={self.attn_type!r}, num_heads={self.num_heads}, '
+                f'op={self.attn_op.__name__}')
 
 
 class ConvFFN(nn.Module):
@@ -113,17 +113,17 @@ class RAVLTBlock(nn.Module):
         mlp_ratio (float): FFN hidden channels are ``int(mlp_ratio * C)``.
         drop_path_rate (float): stochastic depth probability of this block.
         layer_scale_init_value (float): initial value of both layer-scale vectors.
-        backend (str): attention implementation.
+        attn_op (callable, optional): attention implementation.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, attn_type: str, mlp_ratio: float,
                  drop_path_rate: float, layer_scale_init_value: float,
-                 backend: str = DEFAULT_BACKEND):
+                 attn_op: Optional[Callable] = None):
         super().__init__()
         self.layer_scale_init_value = layer_scale_init_value
         self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
         self.norm1 = LayerNorm2d(embed_dims, eps=1e-6)
-        self.attn = GatedRoPEAttention(embed_dims, num_heads, attn_type, backend)
+        self.attn = GatedRoPEAttention(embed_dims, num_heads, attn_type, attn_op)
         self.norm2 = LayerNorm2d(embed_dims, eps=1e-6)
         self.ffn = ConvFFN(embed_dims, int(mlp_ratio * embed_dims))
         # (1, C, 1, 1) like the official weights, so they keep their shape (and weight decay).
@@ -155,13 +155,13 @@ class RAVLTStage(nn.Module):
         layer_scale_init_value (float): initial layer-scale value.
         norm_cfg (dict): norm of the downsampler.
         with_cp (bool): gradient checkpointing per block.
-        backend (str): attention implementation.
+        attn_op (callable, optional): attention implementation.
     """
 
     def __init__(self, in_channels: Optional[int], embed_dims: int, depth: int, num_heads: int,
                  attn_type: str, mlp_ratio: float, drop_path_rates: Sequence[float],
                  layer_scale_init_value: float, norm_cfg: Dict, with_cp: bool = False,
-                 backend: str = DEFAULT_BACKEND):
+                 attn_op: Optional[Callable] = None):
         super().__init__()
         self.head_dim = embed_dims // num_heads
         self.with_cp = with_cp
@@ -172,7 +172,7 @@ class RAVLTStage(nn.Module):
                                          norm_cfg=norm_cfg, act_cfg=None)
         self.blocks = nn.ModuleList(
             RAVLTBlock(embed_dims, num_heads, attn_type, mlp_ratio, drop_path_rates[j],
-                       layer_scale_init_value, backend) for j in range(depth))
+                       layer_scale_init_value, attn_op) for j in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
@@ -223,9 +223,6 @@ class RAVLT(PyramidBackbone):
             - **drop_path_rate** (float, optional): default for ``drop_path_rate``. Defaults to 0.1.
 
             Defaults to ``'t'``.
-        in_channels (int): input image channels. Defaults to 3.
-        out_indices (Sequence[int]): stages whose outputs are returned. Defaults to
-            ``(0, 1, 2, 3)``.
         attn_types (Sequence[str]): attention per stage, ``'linear'`` or ``'softmax'``. Defaults to
             ``('linear', 'linear', 'softmax', 'softmax')`` (what the official weights were trained
             with). ``'linear'`` in stages 2-3 makes them O(N) in time and memory, which matters at
@@ -233,37 +230,20 @@ class RAVLT(PyramidBackbone):
             head); the parameters are identical, but the function differs from the one the
             official weights were trained for, so loading them needs
             ``override_checkpoint_settings=True`` and a fine-tuning run.
-        drop_path_rate (float, optional): stochastic depth, increasing linearly over all blocks
-            from 0 to this value, in ``[0, 1)``. ``None`` uses the variant's official rate (t 0.1,
-            s 0.15, b 0.4, l 0.55). Defaults to None.
-        norm_cfg (dict): norm of the stem and downsamplers. The official detection and
-            segmentation models use ``dict(type='SyncBN')``. Defaults to ``dict(type='BN')``.
         out_norm_cfg (dict, optional): norm of each returned feature map, built with
             :func:`mmcv.cnn.build_norm_layer`; ``None`` returns the stage outputs as they are.
             Defaults to ``dict(type='LN2d', eps=1e-6)`` (the official detection and segmentation
             backbones; keep it to load their checkpoints). The small demo Mask R-CNN trained from
-            scratch only learns without it (``docs/design.md``).
-        frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``
-            (parameters and BN statistics). The output norms stay trainable: they are not in
-            ImageNet checkpoints. ``-1`` freezes nothing. Defaults to -1.
-        norm_eval (bool): keep every BN layer (including SyncBN) in eval mode during training.
-            The official code meant to do this but its check misses SyncBN, so the official
-            fine-tuning effectively ran with ``False``. Defaults to False.
-        with_cp (bool): gradient checkpointing per block (less memory, slower). Defaults to False.
-        backend (str): implementation of the attention ops, independent of what they compute
-            (``attn_types``): ``'torch'`` or ``'reference'`` (the plain twins, for debugging), or
-            any backend registered with :func:`mmlinattn.ops.register_op`. Defaults to
-            ``'torch'``.
-        override_checkpoint_settings (bool): weights whose settings record (saved with every
-            checkpoint; see :class:`~mmlinattn.models.backbones.base.PyramidBackbone`) contradicts
-            this backbone's ``arch`` or ``attn_types`` are refused with an error naming the fix;
-            True loads them with a warning instead (e.g. official weights into
-            ``attn_types=('linear',) * 4`` for fine-tuning). Defaults to False.
-        init_cfg (dict | list[dict], optional): ``None`` initialises from scratch (truncated
-            normal convs, std 0.02). ``dict(type='Pretrained', checkpoint=PATH)`` loads an official
-            RALA ImageNet or mmdet-2.x / mmseg-0.x file, or a file converted by
-            ``tools/convert_checkpoint.py``, and logs matched / missing / unexpected counts.
-            Defaults to None.
+            scratch only learns without it (``docs/design.md``). The output norms are not frozen
+            by ``frozen_stages``: ImageNet checkpoints do not have them.
+        **kwargs: the arguments every family shares, see
+            :class:`~mmlinattn.models.backbones.base.PyramidBackbone`: ``in_channels``,
+            ``out_indices``, ``drop_path_rate`` (default: the variant's official rate, t 0.1,
+            s 0.15, b 0.4, l 0.55), ``norm_cfg``, ``frozen_stages``, ``norm_eval`` (covers SyncBN,
+            which the official check missed), ``with_cp``, ``backend`` (a name, or a dict from op
+            kind, ``'rala'`` / ``'rope_softmax'``, to a name), ``override_checkpoint_settings``
+            (the record holds ``arch`` and ``attn_types``) and ``init_cfg`` (official RALA
+            ImageNet, mmdet-2.x / mmseg-0.x or converted files).
 
     Examples:
         >>> import torch
@@ -283,35 +263,20 @@ class RAVLT(PyramidBackbone):
 
     def __init__(self,
                  arch: Union[str, Dict] = 't',
-                 in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
                  attn_types: Sequence[str] = RAVLT_OFFICIAL_ATTN_TYPES,
-                 drop_path_rate: Optional[float] = None,
-                 norm_cfg: Dict = dict(type='BN'),
                  out_norm_cfg: Optional[Dict] = dict(type='LN2d', eps=1e-6),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 backend: str = DEFAULT_BACKEND,
-                 override_checkpoint_settings: bool = False,
-                 init_cfg: Optional[Union[Dict, List[Dict]]] = None):
-        if drop_path_rate is None:
-            drop_path_rate = self.parse_arch(arch)['drop_path_rate']
-        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp,
-                         override_checkpoint_settings, init_cfg)
+                 **kwargs):
+        super().__init__(arch, **kwargs)
         embed_dims = self.arch['embed_dims']
         depths = self.arch['depths']
         self.attn_types = self._check_attn_types(attn_types)
-        for attn_type in set(self.attn_types):
-            get_op(ATTENTION_KINDS[attn_type], backend)   # an unknown backend fails here, once
-        self.backend = backend
-        check_positive_int('in_channels', in_channels)
+        ops = {t: self.op_for(ATTENTION_KINDS[t]) for t in set(self.attn_types)}
         rates = self.block_drop_path_rates()
 
         with warnings.catch_warnings():
             # ConvModule warns about conv bias before BN; the official weights have both.
             warnings.filterwarnings('ignore', message='Unnecessary conv bias')
-            self.stem = _stem(in_channels, embed_dims[0], norm_cfg)
+            self.stem = _stem(self.in_channels, embed_dims[0], self.norm_cfg)
             self.stages = nn.ModuleList()
             for i in range(self.num_stages):
                 self.stages.append(RAVLTStage(
@@ -323,9 +288,9 @@ class RAVLT(PyramidBackbone):
                     mlp_ratio=self.arch['mlp_ratios'][i],
                     drop_path_rates=rates[i],
                     layer_scale_init_value=self.arch['layer_scale_init_values'][i],
-                    norm_cfg=norm_cfg,
-                    with_cp=with_cp,
-                    backend=backend))
+                    norm_cfg=self.norm_cfg,
+                    with_cp=self.with_cp,
+                    attn_op=ops[self.attn_types[i]]))
         self.out_norm_cfg = copy.deepcopy(out_norm_cfg)
         self.out_norms = nn.ModuleDict(
             {str(i): (nn.Identity() if out_norm_cfg is None else
@@ -372,26 +337,12 @@ class RAVLT(PyramidBackbone):
                 patches.append((module, 'forward', module.forward_contiguous))
         return patches
 
-    def _init_from_scratch(self) -> None:
+    def _init_family_parameters(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, RAVLTBlock):
+            if isinstance(module, RAVLTBlock):
                 nn.init.constant_(module.layer_scale1, module.layer_scale_init_value)
                 nn.init.constant_(module.layer_scale2, module.layer_scale_init_value)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """x: ``(B, in_channels, H, W)``. Returns one ``(B, C_i, H_i, W_i)`` map per out index,
-        ``H_i = ceil(H / 2 ** (i + 2))``."""
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(self.out_norms[str(i)](x))
-        return tuple(outs)
+    def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Output ``index`` through its norm (``out_norm_cfg``)."""
+        return self.out_norms[str(index)](x)

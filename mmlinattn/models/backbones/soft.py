@@ -23,7 +23,7 @@ Structure (strides 4, 8, 16, 32)::
 import math
 import numbers
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -35,7 +35,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
 from ...archs import SOFT_ARCHS
-from ...ops.registry import DEFAULT_BACKEND, get_op
+from ...ops.registry import get_op
 from ...ops.soft import NORMALIZATIONS, PINV_MODES, landmark_grid_size, resolve_pinv_mode
 from .base import PyramidBackbone, check_positive_int, run_blocks
 
@@ -61,15 +61,15 @@ class SoftmaxFreeAttention(nn.Module):
         newton_iters (int): Newton-Schulz steps.
         max_landmarks (int, optional): bound on the landmark count (average-pools the landmark
             grid, see :func:`mmlinattn.ops.soft.landmark_grid_size`); None = official.
-        backend (str): implementation of the attention op (see :mod:`mmlinattn.ops.registry`).
+        attn_op (callable, optional): implementation of the attention op (see
+            :mod:`mmlinattn.ops.registry`); None: the default backend's.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, landmark_ratio: int,
                  local_kernel_size: int, normalization: str, pinv_mode: str, newton_iters: int,
-                 max_landmarks: Optional[int], backend: str = DEFAULT_BACKEND):
+                 max_landmarks: Optional[int], attn_op: Optional[Callable] = None):
         super().__init__()
-        self.attn_op = get_op('softmax_free', backend)
-        self.backend = backend
+        self.attn_op = attn_op or get_op('softmax_free')
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
         self.landmark_ratio = landmark_ratio
@@ -115,7 +115,7 @@ class SoftmaxFreeAttention(nn.Module):
         return (f'num_heads={self.num_heads}, landmark_ratio={self.landmark_ratio}, '
                 f'normalization={self.normalization!r}, pinv_mode={self.pinv_mode!r}, '
                 f'newton_iters={self.newton_iters}, max_landmarks={self.max_landmarks}, '
-                f'backend={self.backend!r}')
+                f'op={self.attn_op.__name__}')
 
 
 class SOFTBlock(nn.Module):
@@ -288,52 +288,35 @@ class SOFT(PyramidBackbone):
             should set it (e.g. 256). Defaults to None.
         landmark_ratios (Sequence[int]): landmark ratio r of stages 0-2. Defaults to (8, 4, 2).
         local_kernel_sizes (Sequence[int]): V-conv sizes of stages 0-2. Defaults to (9, 5, 3).
-        in_channels (int): input image channels. Defaults to 3.
         pretrain_img_size (int | tuple[int, int]): image size the position tables belong to
             (tables of stage i are ``size / 2 ** (i + 2)``). Defaults to 224.
-        out_indices (Sequence[int]): stages whose outputs are returned. Defaults to
-            ``(0, 1, 2, 3)``.
         final_norm (bool): apply the classifier's final LayerNorm (``norm``) to the stage-3 map.
             Defaults to False.
-        drop_path_rate (float): stochastic-depth rate, increasing linearly from 0 over all blocks,
-            in ``[0, 1)``. Defaults to 0.1 (official).
         soft_block_drop (str): drop layer of the SOFT blocks: ``'dropout'`` (official: element-wise
             dropout with the stochastic-depth rate; identical to ``'drop_path'`` at inference) or
             ``'drop_path'``. Defaults to ``'dropout'``.
-        norm_cfg (dict): norm of the stem and downsamplers. Defaults to ``dict(type='BN')``.
-        frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``
-            (parameters, position tables, cls token, BN statistics). Defaults to -1 (nothing).
-        norm_eval (bool): keep all BN layers (BN and SyncBN) in eval mode while training.
-            Defaults to False.
-        with_cp (bool): gradient checkpointing per block. Defaults to False.
-        backend (str): implementation of the softmax-free attention op, independent of what it
-            computes: ``'torch'``, ``'reference'`` (the plain twin with the ``N x N`` matrix) or
-            any backend registered with :func:`mmlinattn.ops.register_op`. Defaults to
-            ``'torch'``.
-        override_checkpoint_settings (bool): weights whose settings record contradicts this
-            backbone (SOFT vs SOFT++, arch, landmark or V-conv sizes) are refused with an error
-            naming the fix; True loads them with a warning instead (e.g. to fine-tune SOFT
-            weights as SOFT++). Defaults to False.
-        init_cfg (dict | list[dict], optional): None initialises from scratch (truncated normal,
-            std 0.02, for linear layers, position tables and the cls token).
-            ``dict(type='Pretrained', checkpoint=PATH)`` loads an official SOFT / SOFT-Norm file or
-            a converted one through :mod:`mmlinattn.converters`. Defaults to None.
+        **kwargs: the arguments every family shares, see
+            :class:`~mmlinattn.models.backbones.base.PyramidBackbone`: ``in_channels``,
+            ``out_indices``, ``drop_path_rate`` (default 0.1, official), ``norm_cfg``,
+            ``frozen_stages`` (also freezes the position tables and the cls token), ``norm_eval``,
+            ``with_cp``, ``backend`` (of the ``'softmax_free'`` op; ``'reference'`` materialises
+            the ``N x N`` matrix), ``override_checkpoint_settings`` (the record holds the arch,
+            ``normalization``, landmark and V-conv sizes) and ``init_cfg`` (official SOFT /
+            SOFT-Norm files or converted ones; from scratch: truncated normal, std 0.02, for
+            linear layers, position tables and the cls token).
 
     Examples:
         >>> import torch
         >>> from mmlinattn.models import SOFT
-        >>> model = SOFT(arch='tiny', norm=True, max_landmarks=64).eval()
+        >>> model = SOFT(arch='tiny', normalization='core', max_landmarks=64).eval()
         >>> with torch.no_grad():
-        ...     outs = model(torch.rand(1, 3, 224, 160))
-        >>> for out in outs:
-        ...     print(tuple(out.shape))
-        (1, 64, 56, 40)
-        (1, 128, 28, 20)
-        (1, 320, 14, 10)
-        (1, 512, 7, 5)
+        ...     shapes = [tuple(out.shape) for out in model(torch.rand(1, 3, 224, 160))]
+        >>> shapes
+        [(1, 64, 56, 40), (1, 128, 28, 20), (1, 320, 14, 10), (1, 512, 7, 5)]
     """
 
     arch_table = SOFT_ARCHS
+    op_kinds = ('softmax_free', )
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -344,27 +327,15 @@ class SOFT(PyramidBackbone):
                  max_landmarks: Optional[int] = None,
                  landmark_ratios: Sequence[int] = (8, 4, 2),
                  local_kernel_sizes: Sequence[int] = (9, 5, 3),
-                 in_channels: int = 3,
                  pretrain_img_size: Union[int, Tuple[int, int]] = 224,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
                  final_norm: bool = False,
-                 drop_path_rate: float = 0.1,
                  soft_block_drop: str = 'dropout',
-                 norm_cfg: Dict = dict(type='BN'),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 backend: str = DEFAULT_BACKEND,
-                 override_checkpoint_settings: bool = False,
-                 init_cfg: Optional[Union[Dict, List[Dict]]] = None):
-        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp,
-                         override_checkpoint_settings, init_cfg)
+                 **kwargs):
+        super().__init__(arch, **kwargs)
         embed_dims, depths, num_heads = (self.arch[k] for k in self.arch_table.required_keys)
         self.normalization, self.pinv_mode = self._resolve_attention(norm, normalization,
                                                                      pinv_mode)
         self.newton_iters = check_positive_int('newton_iters', newton_iters)
-        get_op('softmax_free', backend)              # an unknown backend fails here, once
-        self.backend = backend
         self.max_landmarks = check_positive_int('max_landmarks', max_landmarks, allow_none=True)
         self.landmark_ratios = self._check_per_soft_stage('landmark_ratios', landmark_ratios)
         self.local_kernel_sizes = self._check_per_soft_stage('local_kernel_sizes',
@@ -375,7 +346,6 @@ class SOFT(PyramidBackbone):
         if soft_block_drop not in SOFT_BLOCK_DROPS:
             raise ValueError(f'soft_block_drop {soft_block_drop!r} unknown; choose one of '
                              f'{sorted(SOFT_BLOCK_DROPS)}')
-        check_positive_int('in_channels', in_channels)
         if isinstance(pretrain_img_size, numbers.Integral):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
         pretrain_img_size = tuple(pretrain_img_size)
@@ -391,8 +361,9 @@ class SOFT(PyramidBackbone):
         with warnings.catch_warnings():
             # ConvModule warns about conv bias before BN; the official weights have both.
             warnings.filterwarnings('ignore', message='Unnecessary conv bias')
+            norm_cfg = self.norm_cfg
             self.stem = nn.Sequential(
-                ConvModule(in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=True,
+                ConvModule(self.in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=True,
                            norm_cfg=norm_cfg),
                 ConvModule(STEM_CHANNELS, STEM_CHANNELS, 3, padding=1, bias=True,
                            norm_cfg=norm_cfg),
@@ -408,7 +379,8 @@ class SOFT(PyramidBackbone):
                                   local_kernel_size=self.local_kernel_sizes[i],
                                   normalization=self.normalization, pinv_mode=self.pinv_mode,
                                   newton_iters=self.newton_iters,
-                                  max_landmarks=self.max_landmarks, backend=backend)
+                                  max_landmarks=self.max_landmarks,
+                                  attn_op=self.op_for('softmax_free'))
                         for rate in stage_rates
                     ]
                 else:
@@ -422,7 +394,7 @@ class SOFT(PyramidBackbone):
                             self.pretrain_img_size[1] // stride)
                 self.stages.append(SOFTStage(downsample, embed_dims[i], pos_grid, blocks,
                                              with_cls_token=i == self.num_stages - 1,
-                                             with_cp=with_cp))
+                                             with_cp=self.with_cp))
         self.final_norm = final_norm
         if final_norm:
             self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
@@ -495,31 +467,18 @@ class SOFT(PyramidBackbone):
         return [(m, 'max_landmarks', None) for m in self.modules()
                 if isinstance(m, SoftmaxFreeAttention)]
 
-    def _init_from_scratch(self) -> None:
+    truncated_normal_init = (nn.Linear, )   # convs keep PyTorch's default, as released
+
+    def _init_family_parameters(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, SOFTStage):
-                for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, SOFTStage):      # position tables and the cls token
+                for param in module.parameters(recurse=False):
                     trunc_normal_(param, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """x: ``(B, in_channels, H, W)``, each side at least 29 px (the stage-0 grid must hold one
-        8 x 8 landmark window). Returns one ``(B, C_i, H_i, W_i)`` map per out index,
-        ``H_i = ceil(H / 2 ** (i + 2))``."""
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                if i == self.num_stages - 1 and self.final_norm:
-                    out = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-                else:
-                    out = x
-                outs.append(out.contiguous())
-        return tuple(outs)
+    def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Output ``index``: the stage map (the last one through the final norm with
+        ``final_norm``). Inputs need at least 29 px per side (the stage-0 grid must hold one
+        8 x 8 landmark window)."""
+        if index == self.num_stages - 1 and self.final_norm:
+            x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x.contiguous()
