@@ -9,7 +9,7 @@ endif
 export PYTHON
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup demo test test-slow test-all data benchmark clean
+.PHONY: setup demo test test-slow test-all data benchmark clean lint format
 
 setup:
 	@bash tools/setup_env.sh
@@ -20,7 +20,20 @@ data: setup
 demo: setup
 	$(PY) tools/run_demo.py
 
-test: setup
+LINT_PATHS := mmlinattn tools tests configs setup.py
+
+# flake8 + isort + yapf as configured in setup.cfg (the same hooks as .pre-commit-config.yaml).
+lint: setup
+	$(PY) -m flake8 $(LINT_PATHS)
+	$(PY) -m isort --check-only --quiet $(LINT_PATHS)
+	@diff=$$($(PY) -m yapf --diff --recursive --parallel $(LINT_PATHS)); \
+	if [ -n "$$diff" ]; then echo "$$diff"; echo 'yapf: run make format'; exit 1; fi
+
+format: setup
+	$(PY) -m isort --quiet $(LINT_PATHS)
+	$(PY) -m yapf --in-place --recursive --parallel $(LINT_PATHS)
+
+test: setup lint
 	$(PYTEST) -m "not slow" tests
 
 test-slow: setup

@@ -1,11 +1,11 @@
 """Packaging for mmlinattn.
 
 mmcv is deliberately not pinned in ``install_requires`` as a source build: pip would build it in an
-isolated environment and silently drop its compiled ops. ``tools/setup_env.sh`` builds and caches the
+isolated environment and silently drop its compiled ops. ``tools/setup_env.sh`` builds and caches
+the
 wheel first; the requirement below then only checks the version range.
 """
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 
@@ -40,7 +40,7 @@ setup(
         'regex',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'pytest-timeout', 'scikit-image'],
+        'tests': ['pytest>=7', 'pytest-timeout', 'scikit-image', 'flake8', 'isort', 'yapf'],
     },
     zip_safe=False,
 )

@@ -18,7 +18,5 @@ custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
-        arch='b',
-        drop_path_rate=0.4,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_b_in1k.pth')),
+        arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint='checkpoints/ravlt_b_in1k.pth')),
     neck=dict(in_channels=[96, 192, 384, 512]))

@@ -18,7 +18,4 @@ Paper: no Cascade Mask R-CNN result published.
 _base_ = ['./cascade_maskrcnn_soft_s_coco_3x.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(
-        arch='l',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_l_in1k.pth')))
+model = dict(backbone=dict(arch='l', init_cfg=dict(checkpoint='checkpoints/soft_norm_l_in1k.pth')))

@@ -19,9 +19,7 @@ custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
-        arch='l',
-        drop_path_rate=0.55,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_l_in1k.pth')),
+        arch='l', drop_path_rate=0.55, init_cfg=dict(checkpoint='checkpoints/ravlt_l_in1k.pth')),
     neck=dict(in_channels=[96, 192, 448, 640]))
 
 train_dataloader = dict(batch_size=1)

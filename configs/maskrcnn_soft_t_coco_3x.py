@@ -18,7 +18,4 @@ Paper: no 3x result published.
 _base_ = ['./maskrcnn_soft_s_coco_3x.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(
-        arch='t',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))
+model = dict(backbone=dict(arch='t', init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))

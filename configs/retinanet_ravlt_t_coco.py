@@ -18,7 +18,5 @@ custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
-        arch='t',
-        drop_path_rate=0.1,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_t_in1k.pth')),
+        arch='t', drop_path_rate=0.1, init_cfg=dict(checkpoint='checkpoints/ravlt_t_in1k.pth')),
     neck=dict(in_channels=[64, 128, 256, 512]))

@@ -17,7 +17,4 @@ Paper (SOFT README, COCO val2017, recipe unpublished): 74M params; box AP 45.3.
 _base_ = ['./retinanet_soft_s_coco.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(
-        arch='l',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_l_in1k.pth')))
+model = dict(backbone=dict(arch='l', init_cfg=dict(checkpoint='checkpoints/soft_norm_l_in1k.pth')))

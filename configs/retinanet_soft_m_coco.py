@@ -18,7 +18,5 @@ _base_ = ['./retinanet_soft_s_coco.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        arch='m',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_m_in1k.pth')),
+    backbone=dict(arch='m', init_cfg=dict(checkpoint='checkpoints/soft_norm_m_in1k.pth')),
     neck=dict(in_channels=[64, 128, 288, 512]))

@@ -17,7 +17,4 @@ Paper (SOFT README, COCO val2017, recipe unpublished): 23M params; box AP 40.0.
 _base_ = ['./retinanet_soft_s_coco.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(
-        arch='t',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))
+model = dict(backbone=dict(arch='t', init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))

@@ -28,10 +28,10 @@ model = dict(
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
         init_cfg=None),
-    decode_head=dict(in_channels=embed_dims, channels=128, num_classes=len(classes),
-                     norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=embed_dims[2], channels=64, num_classes=len(classes),
-                        norm_cfg=norm_cfg))
+    decode_head=dict(
+        in_channels=embed_dims, channels=128, num_classes=len(classes), norm_cfg=norm_cfg),
+    auxiliary_head=dict(
+        in_channels=embed_dims[2], channels=64, num_classes=len(classes), norm_cfg=norm_cfg))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -48,10 +48,12 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=2,
+    batch_size=4,
+    num_workers=2,
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1, num_workers=2,
+    batch_size=1,
+    num_workers=2,
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

@@ -18,8 +18,6 @@ _base_ = ['./upernet_soft_s_ade20k.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        arch='m',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_m_in1k.pth')),
+    backbone=dict(arch='m', init_cfg=dict(checkpoint='checkpoints/soft_norm_m_in1k.pth')),
     decode_head=dict(in_channels=[64, 128, 288, 512]),
     auxiliary_head=dict(in_channels=288))

@@ -18,7 +18,4 @@ Paper: no UperNet result published for Tiny.
 _base_ = ['./upernet_soft_s_ade20k.py']
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(
-        arch='t',
-        init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))
+model = dict(backbone=dict(arch='t', init_cfg=dict(checkpoint='checkpoints/soft_norm_t_in1k.pth')))

@@ -7,9 +7,9 @@ registration: mmengine's local checkpoint loader is replaced by one that keeps t
 (:func:`mmlinattn.utils.checkpoint.install_safe_checkpoint_loader`); set the environment variable
 ``MMLINATTN_SAFE_LOADER=0`` before the import to keep mmengine's own loader.
 """
-from .version import __version__
-from .utils.checkpoint import install_safe_checkpoint_loader, loader_switch_on
 from . import models  # noqa: F401  (registers the backbones)
+from .utils.checkpoint import install_safe_checkpoint_loader, loader_switch_on
+from .version import __version__
 
 if loader_switch_on():
     install_safe_checkpoint_loader()

@@ -52,8 +52,9 @@ class ArchTable:
             raise KeyError(name)
         return {**self.defaults, **{k: _copy(v) for k, v in self.variants[canonical].items()}}
 
-    def variant_of(self, arch: Mapping[str, Any], keys: Optional[Tuple[str, ...]] = None
-                   ) -> Optional[str]:
+    def variant_of(self,
+                   arch: Mapping[str, Any],
+                   keys: Optional[Tuple[str, ...]] = None) -> Optional[str]:
         """Canonical name of the variant whose entries equal ``arch`` on ``keys`` (default: every
         key ``arch`` and the variant share), or None."""
         for name in self.variants:

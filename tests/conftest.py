@@ -36,8 +36,10 @@ def demo_checkpoints(tmp_path_factory):
         torch.manual_seed(0)
         model = MODELS.build(cfg.model)
         model.init_weights()
-        meta = dict(dataset_meta=dict(classes=list(cfg.metainfo['classes']),
-                                      palette=[list(c) for c in cfg.metainfo['palette']]))
+        meta = dict(
+            dataset_meta=dict(
+                classes=list(cfg.metainfo['classes']),
+                palette=[list(c) for c in cfg.metainfo['palette']]))
         path = out / f'{task}.pth'
         torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
         result[task] = (config, str(path))

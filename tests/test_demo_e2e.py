@@ -11,10 +11,16 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 def run_demo(tmp_path, job):
     out = tmp_path / 'out'
-    proc = subprocess.run(
-        [sys.executable, 'tools/run_demo.py', '--only', job, '--data-root', str(tmp_path / 'data'),
-         '--work-dir', str(tmp_path / 'work'), '--out', str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([
+        sys.executable, 'tools/run_demo.py', '--only', job, '--data-root',
+        str(tmp_path / 'data'), '--work-dir',
+        str(tmp_path / 'work'), '--out',
+        str(out)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / 'summary.json').read_text())[job]
     assert osp.getsize(summary['drawn']) > 1000

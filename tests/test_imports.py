@@ -113,8 +113,8 @@ def test_layers_import_in_one_direction():
     for name in graph:
         reached = reach(name)
         if name.startswith('mmlinattn.ops'):
-            assert not any(m.startswith(('mmlinattn.models', 'mmlinattn.converters'))
-                           for m in reached), name
+            assert not any(
+                m.startswith(('mmlinattn.models', 'mmlinattn.converters')) for m in reached), name
         if name.startswith('mmlinattn.converters'):
             assert not any(m.startswith('mmlinattn.models') for m in reached), name
     assert graph['mmlinattn.archs'] == set()

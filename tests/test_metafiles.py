@@ -23,10 +23,15 @@ CONFIGS = sorted(name[:-3] for name in os.listdir(osp.join(ROOT, 'configs'))
                  if name.endswith('.py'))
 INDEX = 'model-index.yml'
 FAMILY_DIRS = {'ravlt': 'configs/ravlt', 'soft': 'configs/soft'}
-OFFICIAL_CODE = {'configs/ravlt': 'https://github.com/qhfan/RALA',
-                 'configs/soft': 'https://github.com/fudan-zvg/SOFT'}
-TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
-         'mIoU': 'Semantic Segmentation'}
+OFFICIAL_CODE = {
+    'configs/ravlt': 'https://github.com/qhfan/RALA',
+    'configs/soft': 'https://github.com/fudan-zvg/SOFT'
+}
+TASKS = {
+    'box AP': 'Object Detection',
+    'mask AP': 'Instance Segmentation',
+    'mIoU': 'Semantic Segmentation'
+}
 REGENERATE = 'run python tools/misc/generate_metafiles.py'
 
 
@@ -59,8 +64,11 @@ def metafiles(index):
 def entries(metafiles):
     """Config name -> (metafile path, its ``Models`` entry); names listed twice are left out here
     (``test_every_config_has_exactly_one_entry`` reports them)."""
-    return {model['Name']: (rel, model)
-            for rel, data in metafiles.items() for model in data['Models']}
+    return {
+        model['Name']: (rel, model)
+        for rel, data in metafiles.items()
+        for model in data['Models']
+    }
 
 
 @pytest.fixture(scope='module')
@@ -81,9 +89,9 @@ def built_params(generator):
 
 
 def test_index_imports_exactly_the_metafiles(index):
-    found = sorted(osp.relpath(osp.join(root, 'metafile.yml'), ROOT)
-                   for root, _, files in os.walk(osp.join(ROOT, 'configs'))
-                   if 'metafile.yml' in files)
+    found = sorted(
+        osp.relpath(osp.join(root, 'metafile.yml'), ROOT)
+        for root, _, files in os.walk(osp.join(ROOT, 'configs')) if 'metafile.yml' in files)
     assert sorted(index['Import']) == found == sorted(f'{d}/metafile.yml'
                                                       for d in FAMILY_DIRS.values())
     assert len(index['Import']) == len(set(index['Import']))
@@ -144,10 +152,12 @@ def test_every_entry_has_flops(entries):
 
 
 def test_parameters_are_those_of_the_built_models(entries, built_params):
-    wrong = {name: (entry['Metadata'].get('Parameters'), round(built_params[name] / 1e6, 4))
-             for name, (_, entry) in entries.items()
-             if name in built_params
-             and abs(entry['Metadata'].get('Parameters', 0) - built_params[name] / 1e6) > 0.01}
+    wrong = {
+        name: (entry['Metadata'].get('Parameters'), round(built_params[name] / 1e6, 4))
+        for name, (_, entry) in entries.items()
+        if name in built_params and abs(entry['Metadata'].get('Parameters', 0) -
+                                        built_params[name] / 1e6) > 0.01
+    }
     assert not wrong, f'metafile vs built model (M): {wrong}; {REGENERATE}'
 
 
@@ -166,8 +176,10 @@ def test_paper_metrics_are_those_of_mmlinattn_analysis_reported(entries):
 def test_metafiles_are_what_the_generator_writes(generator, built_params):
     files = generator.generate(params=built_params)
     assert sorted(files) == sorted([INDEX, *(f'{d}/metafile.yml' for d in FAMILY_DIRS.values())])
-    stale = [rel for rel, text in files.items()
-             if not osp.isfile(osp.join(ROOT, rel)) or _read(rel) != text]
+    stale = [
+        rel for rel, text in files.items()
+        if not osp.isfile(osp.join(ROOT, rel)) or _read(rel) != text
+    ]
     assert not stale, f'{stale} differ from what the generator writes: {REGENERATE}'
 
 

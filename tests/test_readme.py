@@ -28,21 +28,29 @@ COMMANDS = {
     'make demo': ('covered', 'tests/test_demo_e2e.py'),
     'make test': ('covered', '.ci/run'),
     'python tools/convert_checkpoint.py RAVLT_S.pth checkpoints/ravlt_s_in1k.pth':
-        'fails_without_data',
+    'fails_without_data',
     'python tools/convert_checkpoint.py maskrcnn_s_1x_12_epoch.pth ravlt_s_maskrcnn.pth '
-    '--whole-model': 'fails_without_data',
+    '--whole-model':
+    'fails_without_data',
     'python tools/train.py configs/maskrcnn_ravlt_t_demo.py': ('covered', 'tests/test_demo_e2e.py'),
     'python tools/train.py configs/upernet_ravlt_t_demo.py --work-dir work_dirs/seg '
-    '--cfg-options train_cfg.max_iters=20 train_cfg.val_interval=20': 'slow',
+    '--cfg-options train_cfg.max_iters=20 train_cfg.val_interval=20':
+    'slow',
     'python tools/train.py configs/upernet_ravlt_t_demo.py --work-dir work_dirs/seg --resume '
-    '--cfg-options train_cfg.max_iters=40 train_cfg.val_interval=20': 'slow',
+    '--cfg-options train_cfg.max_iters=40 train_cfg.val_interval=20':
+    'slow',
     'python tools/test.py configs/upernet_ravlt_t_demo.py work_dirs/seg/iter_40.pth '
-    '--show-dir vis': 'slow',
+    '--show-dir vis':
+    'slow',
     'python tools/train.py configs/maskrcnn_ravlt_s_coco.py --amp --cfg-options '
-    'train_cfg.max_epochs=1': 'fails_without_data',
-    'python tools/analysis/benchmark.py --quick': 'slow',
-    'python tools/analysis/benchmark.py': 'parses',
-    'python tools/analysis/benchmark.py --retain-heap': 'parses',
+    'train_cfg.max_epochs=1':
+    'fails_without_data',
+    'python tools/analysis/benchmark.py --quick':
+    'slow',
+    'python tools/analysis/benchmark.py':
+    'parses',
+    'python tools/analysis/benchmark.py --retain-heap':
+    'parses',
     'make benchmark': ('covered', 'Makefile'),
 }
 
@@ -75,8 +83,8 @@ def scratch_repo(tmp_path):
 
 
 def load_tool(path):
-    spec = importlib.util.spec_from_file_location(
-        'readme_' + re.sub(r'\W', '_', path), osp.join(ROOT, path))
+    spec = importlib.util.spec_from_file_location('readme_' + re.sub(r'\W', '_', path),
+                                                  osp.join(ROOT, path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -97,8 +105,7 @@ def test_every_command_is_accounted_for():
 
 
 @pytest.mark.parametrize('command', [c for c, k in COMMANDS.items() if k == 'fails_without_data'])
-def test_commands_that_need_external_data_stop_in_one_line(command, tmp_path, monkeypatch,
-                                                           capfd):
+def test_commands_that_need_external_data_stop_in_one_line(command, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(scratch_repo(tmp_path))
     words = shlex.split(command)
     assert words[0] == 'python'

@@ -9,8 +9,9 @@ BACKBONES = ['RAVLT', 'SOFT']
 
 
 def test_registered_in_root_only_once():
-    import mmlinattn  # noqa: F401
     from mmengine.registry import MODELS
+
+    import mmlinattn  # noqa: F401
     for name in BACKBONES:
         assert name in MODELS.module_dict, name
         assert MODELS.get(name).__module__.startswith('mmlinattn.models.backbones')
@@ -51,14 +52,17 @@ def test_custom_imports_register_in_a_fresh_process(tmp_path):
 def test_every_family_has_a_backbone_a_converter_and_one_arch_table():
     """A family is an arch table, a backbone file and a converter file; each finds the others
     through the registries, so adding one touches no shared list."""
-    import mmlinattn  # noqa: F401
     from mmengine.registry import MODELS
 
+    import mmlinattn  # noqa: F401
     from mmlinattn.archs import ARCH_TABLES
     from mmlinattn.converters import family_converter, registered_families
     from mmlinattn.models.backbones.base import PyramidBackbone
-    backbones = {cls.arch_table.family: cls for cls in MODELS.module_dict.values()
-                 if isinstance(cls, type) and issubclass(cls, PyramidBackbone)}
+    backbones = {
+        cls.arch_table.family: cls
+        for cls in MODELS.module_dict.values()
+        if isinstance(cls, type) and issubclass(cls, PyramidBackbone)
+    }
     assert sorted(backbones) == registered_families() == sorted(ARCH_TABLES)
     for family, cls in backbones.items():
         table = family_converter(family).table

@@ -19,10 +19,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 
-from mmlinattn.converters import (BACKBONE_PREFIX, CONVERTER_VERSION,  # noqa: E402
-                                  CheckpointError, backbone_config, checkpoint_arch,
-                                  convert_state_dict, family_converter, load_checkpoint_file,
-                                  registered_families, save_checkpoint, unwrap_state_dict)
+from mmlinattn.converters import CONVERTER_VERSION  # noqa: E402
+from mmlinattn.converters import (BACKBONE_PREFIX, CheckpointError, backbone_config,
+                                  checkpoint_arch, convert_state_dict, family_converter,
+                                  load_checkpoint_file, registered_families, save_checkpoint,
+                                  unwrap_state_dict)
 
 EXIT_REFUSED = 2
 
@@ -31,15 +32,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='checkpoint to convert (official or mmlinattn)')
     parser.add_argument('dst', help='output path')
-    parser.add_argument('--family', choices=['auto'] + registered_families(), default='auto',
-                        help='model family of SRC; refused if the weights say otherwise '
-                        '(default: auto)')
+    parser.add_argument(
+        '--family',
+        choices=['auto'] + registered_families(),
+        default='auto',
+        help='model family of SRC; refused if the weights say otherwise '
+        '(default: auto)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
-    parser.add_argument('--whole-model', action='store_true',
-                        help='for detector/segmentor checkpoints: keep neck and heads, re-key the '
-                        'backbone under backbone. (default: backbone only)')
-    parser.add_argument('--allow-custom', action='store_true',
-                        help='convert a consistent backbone whose sizes match no released variant')
+    parser.add_argument(
+        '--whole-model',
+        action='store_true',
+        help='for detector/segmentor checkpoints: keep neck and heads, re-key the '
+        'backbone under backbone. (default: backbone only)')
+    parser.add_argument(
+        '--allow-custom',
+        action='store_true',
+        help='convert a consistent backbone whose sizes match no released variant')
     return parser.parse_args(argv)
 
 
@@ -71,31 +79,40 @@ def convert(args) -> None:
     if osp.exists(args.dst) and osp.exists(args.src) and osp.samefile(args.src, args.dst):
         raise CheckpointError('DST is the source file; the source is never modified')
     checkpoint = load_checkpoint_file(args.src)
-    result = convert_state_dict(unwrap_state_dict(checkpoint), family=args.family,
-                                whole_model=args.whole_model,
-                                source_arch=checkpoint_arch(checkpoint))
+    result = convert_state_dict(
+        unwrap_state_dict(checkpoint),
+        family=args.family,
+        whole_model=args.whole_model,
+        source_arch=checkpoint_arch(checkpoint))
     build = backbone_config(result)
     if result.variant == 'custom' and not args.allow_custom:
         raise CheckpointError(
             f'unknown variant: the shapes match no released {result.family.upper()} variant; '
             f'pass --allow-custom to convert it anyway and build the backbone as {build}')
     _check_consistent(result, args.whole_model)
-    meta = dict(source=osp.abspath(args.src), family=result.family, variant=result.variant,
-                arch=result.arch, settings=result.settings, backbone=build,
-                source_format=result.source_format, whole_model=args.whole_model,
-                converter_version=CONVERTER_VERSION)
+    meta = dict(
+        source=osp.abspath(args.src),
+        family=result.family,
+        variant=result.variant,
+        arch=result.arch,
+        settings=result.settings,
+        backbone=build,
+        source_format=result.source_format,
+        whole_model=args.whole_model,
+        converter_version=CONVERTER_VERSION)
     save_checkpoint(args.dst, result.state_dict, meta, force=args.force)
     kind = family_converter(result.family).describe(result.settings)
-    print(f'family: {result.family}  format: {result.source_format}  variant: {result.variant}'
-          + (f'  ({kind})' if kind else ''))
+    print(f'family: {result.family}  format: {result.source_format}  variant: {result.variant}' +
+          (f'  ({kind})' if kind else ''))
     print(f'keys: {result.summary()}; {len(result.dropped)} source keys dropped')
     for label, keys in (('missing', result.missing), ('unexpected', result.unexpected)):
         if keys:
             print(f'  {label}: {", ".join(keys[:8])}' + (' ...' if len(keys) > 8 else ''))
-    unknown = [k if not isinstance(v, list) else
-               f'{k}[{", ".join(str(i) for i, x in enumerate(v) if x is None)}]'
-               for k, v in result.settings.items()
-               if v is None or (isinstance(v, list) and None in v)]
+    unknown = [
+        k if not isinstance(v, list) else
+        f'{k}[{", ".join(str(i) for i, x in enumerate(v) if x is None)}]'
+        for k, v in result.settings.items() if v is None or (isinstance(v, list) and None in v)
+    ]
     if unknown:
         print(f'not recorded in the source, inferred or left to the config: {", ".join(unknown)}')
     print(f'backbone: {build}')

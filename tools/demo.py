@@ -30,14 +30,22 @@ def parse_args(argv=None):
     parser.add_argument('images', help='an image file, or a folder whose images are all drawn')
     parser.add_argument('config', help='config file, e.g. configs/maskrcnn_ravlt_t_demo.py')
     parser.add_argument('checkpoint', help='trained or converted checkpoint')
-    parser.add_argument('--out-dir', default='demo_outputs/predictions',
-                        help='where the PNGs go (default: demo_outputs/predictions)')
-    parser.add_argument('--device', default=None,
-                        help="'cpu' or 'cuda:0' (default: cuda:0 if available, else cpu)")
-    parser.add_argument('--score-thr', type=float, default=0.3,
-                        help='detection: draw instances scoring at least this (default: 0.3)')
-    parser.add_argument('--opacity', type=float, default=0.5,
-                        help='segmentation: opacity of the drawn mask (default: 0.5)')
+    parser.add_argument(
+        '--out-dir',
+        default='demo_outputs/predictions',
+        help='where the PNGs go (default: demo_outputs/predictions)')
+    parser.add_argument(
+        '--device', default=None, help="'cpu' or 'cuda:0' (default: cuda:0 if available, else cpu)")
+    parser.add_argument(
+        '--score-thr',
+        type=float,
+        default=0.3,
+        help='detection: draw instances scoring at least this (default: 0.3)')
+    parser.add_argument(
+        '--opacity',
+        type=float,
+        default=0.5,
+        help='segmentation: opacity of the drawn mask (default: 0.5)')
     return parser.parse_args(argv)
 
 
@@ -46,8 +54,9 @@ def list_images(path: str) -> list:
     if osp.isfile(path):
         return [path]
     if osp.isdir(path):
-        images = sorted(osp.join(path, name) for name in os.listdir(path)
-                        if name.lower().endswith(IMAGE_SUFFIXES))
+        images = sorted(
+            osp.join(path, name) for name in os.listdir(path)
+            if name.lower().endswith(IMAGE_SUFFIXES))
         if not images:
             raise UserInputError(f'folder {path!r} holds no image ({", ".join(IMAGE_SUFFIXES)})')
         return images
@@ -108,8 +117,14 @@ def draw_detections(cfg, checkpoint, device, images, out_files, score_thr):
         rgb = _read_rgb(image)
         with _library_output_to_stderr():
             result = inference_detector(model, image)
-            visualizer.add_datasample(osp.basename(image), rgb, result, draw_gt=False,
-                                      show=False, pred_score_thr=score_thr, out_file=out_file)
+            visualizer.add_datasample(
+                osp.basename(image),
+                rgb,
+                result,
+                draw_gt=False,
+                show=False,
+                pred_score_thr=score_thr,
+                out_file=out_file)
         print(out_file, flush=True)
 
 
@@ -121,16 +136,16 @@ def draw_segmentations(cfg, checkpoint, device, images, out_files, opacity):
     with _library_output_to_stderr():
         model = init_model(cfg, checkpoint, device=device)
         model = revert_sync_batchnorm_if_no_cuda(model)  # init_model keeps SyncBN
-    visualizer = VISUALIZERS.build(dict(type='SegLocalVisualizer', name='mmlinattn_demo_seg',
-                                        alpha=opacity))
-    visualizer.dataset_meta = dict(classes=model.dataset_meta['classes'],
-                                   palette=model.dataset_meta['palette'])
+    visualizer = VISUALIZERS.build(
+        dict(type='SegLocalVisualizer', name='mmlinattn_demo_seg', alpha=opacity))
+    visualizer.dataset_meta = dict(
+        classes=model.dataset_meta['classes'], palette=model.dataset_meta['palette'])
     for image, out_file in zip(images, out_files):
         rgb = _read_rgb(image)
         with _library_output_to_stderr():
             result = inference_model(model, image)
-            visualizer.add_datasample(osp.basename(image), rgb, result, draw_gt=False,
-                                      show=False, out_file=out_file)
+            visualizer.add_datasample(
+                osp.basename(image), rgb, result, draw_gt=False, show=False, out_file=out_file)
         print(out_file, flush=True)
 
 

@@ -10,7 +10,8 @@ writes ``<out>/coco`` (``train/``, ``val/``, ``annotations/instances_{train,val}
 ``<out>/ade`` (``images/{training,validation}``, ``annotations/{training,validation}``). Re-running
 with the same arguments is a no-op; a non-empty directory not written by the generator is refused.
 
-The generator (``mmlinattn/datasets/demo_data.py``) needs only numpy and OpenCV. It is loaded from its
+The generator (``mmlinattn/datasets/demo_data.py``) needs only numpy and OpenCV. It is loaded from
+its
 file next to this script, so that generating the data does not import torch/mmengine through
 ``mmlinattn/__init__.py`` (seconds saved, and it works before the full environment is installed).
 """
@@ -41,8 +42,10 @@ def parse_args(argv=None):
     parser.add_argument('--num-train', type=int, default=64, help='training images per set (64)')
     parser.add_argument('--num-val', type=int, default=16, help='validation images per set (16)')
     parser.add_argument('--size', type=int, default=256, help='square image size in pixels (256)')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='regenerate even if an identical generated set exists')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='regenerate even if an identical generated set exists')
     parser.add_argument('--only', choices=('coco', 'ade'), help='generate only one of the sets')
     return parser.parse_args(argv)
 
@@ -51,11 +54,14 @@ def _describe(summary: dict) -> str:
     state = 'generated' if summary['generated'] else 'up to date, kept'
     w, h = summary['img_size']
     if summary['kind'] == 'coco':
-        parts = [f"{s} {v['num_images']} images / {v['num_annotations']} instances"
-                 for s, v in summary['splits'].items()]
+        parts = [
+            f"{s} {v['num_images']} images / {v['num_annotations']} instances"
+            for s, v in summary['splits'].items()
+        ]
     else:
         parts = [f"{s} {v['num_images']} images" for s, v in summary['splits'].items()]
-    return (f"[demo-data] {summary['kind']}: {summary['root']}  ({state} in {summary['elapsed_s']:.2f} s)\n"
+    return (f"[demo-data] {summary['kind']}: {summary['root']}  "
+            f"({state} in {summary['elapsed_s']:.2f} s)\n"
             f"            {', '.join(parts)}; {w}x{h}; seed {summary['seed']}; "
             f"classes {', '.join(summary['classes'])}")
 

@@ -2,7 +2,8 @@
 
 Examples::
 
-    python tools/test.py configs/maskrcnn_ravlt_t_demo.py work_dirs/maskrcnn_ravlt_t_demo/iter_300.pth
+    python tools/test.py configs/maskrcnn_ravlt_t_demo.py
+    work_dirs/maskrcnn_ravlt_t_demo/iter_300.pth
     python tools/test.py CONFIG CKPT --show-dir vis   # also save drawn predictions
 """
 import argparse
@@ -18,24 +19,28 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401
-from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
-from mmlinattn.utils.run_config import (UserInputError, check_checkpoint,  # noqa: E402
-                                        check_datasets, load_config, task_of)
+from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
+from mmlinattn.utils.run_config import check_checkpoint  # noqa: E402
+from mmlinattn.utils.run_config import UserInputError, check_datasets, load_config, task_of
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file (ours, or converted with '
-                        'tools/convert_checkpoint.py)')
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint file (ours, or converted with '
+        'tools/convert_checkpoint.py)')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
-    parser.add_argument('--show-dir', help='save drawn predictions (PNG) under SHOW_DIR inside the '
-                        'work dir; the folder is printed at the end')
+    parser.add_argument(
+        '--show-dir',
+        help='save drawn predictions (PNG) under SHOW_DIR inside the '
+        'work dir; the folder is printed at the end')
     parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -91,7 +96,8 @@ def _visualization_hook(cfg, task: str):
     if cfg.get('visualizer') is None:
         cfg.visualizer = dict(
             type='DetLocalVisualizer' if task == 'mmdet' else 'SegLocalVisualizer',
-            vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+            vis_backends=[dict(type='LocalVisBackend')],
+            name='visualizer')
     return cfg.default_hooks.visualization
 
 
@@ -114,9 +120,9 @@ def main(argv=None):
     if is_main_process():
         print({k: round(float(v), 4) for k, v in metrics.items()})
         if args.show_dir:
-            drawn = (osp.join(runner.work_dir, runner.timestamp, args.show_dir)
-                     if task_of(cfg) == 'mmdet' else
-                     osp.join(cfg.work_dir, args.show_dir, 'vis_data', 'vis_image'))
+            drawn = (
+                osp.join(runner.work_dir, runner.timestamp, args.show_dir) if task_of(cfg)
+                == 'mmdet' else osp.join(cfg.work_dir, args.show_dir, 'vis_data', 'vis_image'))
             print(f'drawn predictions: {drawn}')
     return 0
 

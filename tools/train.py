@@ -4,7 +4,8 @@ The config's ``default_scope`` decides which codebase runs it. Examples::
 
     python tools/train.py configs/maskrcnn_ravlt_t_demo.py
     python tools/train.py configs/upernet_ravlt_t_demo.py --amp --work-dir work_dirs/seg
-    python tools/train.py CONFIG --resume            # continue from the latest checkpoint in work_dir
+    python tools/train.py CONFIG --resume            # continue from the latest checkpoint in
+    work_dir
 """
 import argparse
 import os
@@ -19,25 +20,33 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
-from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
-from mmlinattn.utils.run_config import (UserInputError, check_checkpoint,  # noqa: E402
-                                        check_datasets, check_train_loop, load_config,
-                                        resume_checkpoint, task_of)
+from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
+from mmlinattn.utils.run_config import check_checkpoint  # noqa: E402
+from mmlinattn.utils.run_config import (UserInputError, check_datasets, check_train_loop,
+                                        load_config, resume_checkpoint, task_of)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file, e.g. configs/maskrcnn_ravlt_s_coco.py')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: work_dirs/<config name>)')
+    parser.add_argument(
+        '--work-dir', help='where logs and checkpoints go '
+        '(default: work_dirs/<config name>)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the actual total batch size')
-    parser.add_argument('--resume', nargs='?', const='auto', default=None,
-                        help='resume from the latest checkpoint in work_dir, or from the given file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true', help='scale the lr by the actual total batch size')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        default=None,
+        help='resume from the latest checkpoint in work_dir, or from the given file')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_cfg.max_iters=100')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -63,7 +72,8 @@ def build_cfg(args):
             raise UserInputError(f'--amp needs optim_wrapper.type OptimWrapper, not {wrapper!r}')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise UserInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            raise UserInputError(
+                '--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume is not None:
         if args.resume != 'auto' and not osp.exists(args.resume):

@@ -29,11 +29,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ['peak_memory', 'peak_of_allocations', 'time_call', 'matmul_rate', 'loglog_slope',
-           'power_law_solve', 'BackboneSpec', 'BACKBONES', 'build_backbone', 'backbone_step',
-           'OpSpec', 'OPS', 'make_op_inputs', 'op_step', 'MIB']
+__all__ = [
+    'peak_memory', 'peak_of_allocations', 'time_call', 'matmul_rate', 'loglog_slope',
+    'power_law_solve', 'BackboneSpec', 'BACKBONES', 'build_backbone', 'backbone_step', 'OpSpec',
+    'OPS', 'make_op_inputs', 'op_step', 'MIB'
+]
 
-MIB = float(2 ** 20)
+MIB = float(2**20)
 
 
 def _sync(device: torch.device) -> None:
@@ -75,11 +77,11 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         fn()
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - start
-    os.environ.setdefault('KINETO_LOG_LEVEL', '6')     # Kineto's default prints every start/stop
-    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                      profile_memory=True)
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # Kineto's default prints every start/stop
+    profiler = torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
     with profiler:
-        fn()                                           # what it allocates, later frees, is known
+        fn()  # what it allocates, later frees, is known
         with torch.profiler.record_function(_WINDOW):
             fn()
     events = profiler.profiler.kineto_results.events()
@@ -107,7 +109,9 @@ def peak_of_allocations(events: Iterable[Tuple[int, int]]) -> int:
     return peak
 
 
-def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 1,
+def time_call(fn: Callable[[], object],
+              device: torch.device,
+              warmup: int = 1,
               repeats: int = 3) -> List[float]:
     """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones.
 
@@ -137,7 +141,7 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> flo
     a = torch.randn(size, size, generator=gen).to(device)
     b = torch.randn(size, size, generator=gen).to(device)
     times = time_call(lambda: a @ b, device, warmup=2, repeats=repeats)
-    return size ** 3 / statistics.median(times)
+    return size**3 / statistics.median(times)
 
 
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -146,19 +150,19 @@ def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
         raise ValueError('need at least two (x, y) points of equal count')
     lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
     mx, my = statistics.fmean(lx), statistics.fmean(ly)
-    var = sum((a - mx) ** 2 for a in lx)
+    var = sum((a - mx)**2 for a in lx)
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / var
 
 
-def power_law_solve(x0: float, y0: float, x1: float, y1: float, target: float) -> Tuple[float,
-                                                                                      float]:
+def power_law_solve(x0: float, y0: float, x1: float, y1: float,
+                    target: float) -> Tuple[float, float]:
     """Extrapolate ``y = c x^e`` through two points to the ``x`` where ``y = target``.
 
     Returns:
         tuple[float, float]: ``(x, e)``.
     """
     exponent = math.log(y1 / y0) / math.log(x1 / x0)
-    return x1 * (target / y1) ** (1.0 / exponent), exponent
+    return x1 * (target / y1)**(1.0 / exponent), exponent
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,27 +191,42 @@ def _ravlt(arch):
 
 
 def _soft(arch, bounded=True):
-    return dict(type='SOFT', arch=arch, norm=True, drop_path_rate=0.0,
-                max_landmarks=256 if bounded else None)
+    return dict(
+        type='SOFT',
+        arch=arch,
+        norm=True,
+        drop_path_rate=0.0,
+        max_landmarks=256 if bounded else None)
 
 
-_SWIN_T = dict(type='mmdet.SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
-               num_heads=[3, 6, 12, 24], window_size=7, drop_path_rate=0.0,
-               out_indices=(0, 1, 2, 3))
-_PVT_V2_B2 = dict(type='mmdet.PyramidVisionTransformerV2', embed_dims=64,
-                  num_layers=[3, 4, 6, 3], drop_path_rate=0.0)
+_SWIN_T = dict(
+    type='mmdet.SwinTransformer',
+    embed_dims=96,
+    depths=[2, 2, 6, 2],
+    num_heads=[3, 6, 12, 24],
+    window_size=7,
+    drop_path_rate=0.0,
+    out_indices=(0, 1, 2, 3))
+_PVT_V2_B2 = dict(
+    type='mmdet.PyramidVisionTransformerV2',
+    embed_dims=64,
+    num_layers=[3, 4, 6, 3],
+    drop_path_rate=0.0)
 
 #: Every backbone the tool knows; ``--models`` picks from these names.
-BACKBONES: Dict[str, BackboneSpec] = {spec.name: spec for spec in [
-    *(BackboneSpec(f'RAVLT-{v.upper()}', _ravlt(v)) for v in 'tsbl'),
-    *(BackboneSpec(f'RAVLT-{v.upper()} (official alg.)', _ravlt(v), 'official',
-                   f'RAVLT-{v.upper()}') for v in 'tsbl'),
-    *(BackboneSpec(f'SOFT++-{v.upper()} (bounded)', _soft(v)) for v in 'tsml'),
-    *(BackboneSpec(f'SOFT++-{v.upper()} (official alg.)', _soft(v, bounded=False), 'official',
-                   f'SOFT++-{v.upper()} (bounded)') for v in 'tsml'),
-    BackboneSpec('Swin-T', _SWIN_T, 'peer'),
-    BackboneSpec('PVTv2-b2', _PVT_V2_B2, 'peer'),
-]}
+BACKBONES: Dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        *(BackboneSpec(f'RAVLT-{v.upper()}', _ravlt(v)) for v in 'tsbl'),
+        *(BackboneSpec(f'RAVLT-{v.upper()} (official alg.)', _ravlt(v), 'official',
+                       f'RAVLT-{v.upper()}') for v in 'tsbl'),
+        *(BackboneSpec(f'SOFT++-{v.upper()} (bounded)', _soft(v)) for v in 'tsml'),
+        *(BackboneSpec(f'SOFT++-{v.upper()} (official alg.)', _soft(v, bounded=False), 'official',
+                       f'SOFT++-{v.upper()} (bounded)') for v in 'tsml'),
+        BackboneSpec('Swin-T', _SWIN_T, 'peer'),
+        BackboneSpec('PVTv2-b2', _PVT_V2_B2, 'peer'),
+    ]
+}
 
 
 def build_backbone(spec: BackboneSpec, device: torch.device, seed: int = 0) -> nn.Module:
@@ -217,6 +236,7 @@ def build_backbone(spec: BackboneSpec, device: torch.device, seed: int = 0) -> n
     same weights.
     """
     from mmdet.registry import MODELS
+
     import mmlinattn  # noqa: F401  (registers RAVLT and SOFT)
     torch.manual_seed(seed)
     model = MODELS.build(dict(spec.cfg))
@@ -232,6 +252,7 @@ def backbone_step(model: nn.Module, image: torch.Tensor, backward: bool) -> Call
         def forward():
             with torch.no_grad():
                 model(image)
+
         return forward
 
     model.train()
@@ -242,6 +263,7 @@ def backbone_step(model: nn.Module, image: torch.Tensor, backward: bool) -> Call
         loss.backward()
         for p in model.parameters():
             p.grad = None
+
     return forward_backward
 
 
@@ -278,45 +300,62 @@ def _soft_op(max_landmarks: Optional[int]):
     def fn(t):
         n = t['q'].shape[-2]
         count = n // 64 if max_landmarks is None else min(n // 64, max_landmarks)
-        q = t['q'] * t['q'].shape[-1] ** -0.25
-        return softmax_free_attention(q, _landmarks(q, max(count, 1)), t['v'],
-                                      normalization='core', pinv_mode='newton_batch_scaled')
+        q = t['q'] * t['q'].shape[-1]**-0.25
+        return softmax_free_attention(
+            q,
+            _landmarks(q, max(count, 1)),
+            t['v'],
+            normalization='core',
+            pinv_mode='newton_batch_scaled')
+
     return fn
 
 
 def _ops() -> Dict[str, OpSpec]:
     import torch.nn.functional as F
+
     from ..ops import rank_augmented_linear_attention, rope_softmax_attention
     from ..ops.rala import rope_softmax_attention_explicit as rope_softmax_attention_official
-    return {spec.name: spec for spec in [
-        OpSpec('RALA', lambda t: rank_augmented_linear_attention(t['q'], t['k'], t['v'], t['sin'],
-                                                                 t['cos'])),
-        OpSpec('SOFT++ attention (m<=256)', _soft_op(256)),
-        OpSpec('SOFT++ attention (official m=N/64)', _soft_op(None), 'official'),
-        OpSpec('RoPE softmax via SDPA (ours; RAVLT stages 3-4)',
-               lambda t: rope_softmax_attention(t['q'], t['k'], t['v'], t['sin'], t['cos'])),
-        OpSpec('RoPE softmax explicit (official)',
-               lambda t: rope_softmax_attention_official(t['q'], t['k'], t['v'], t['sin'],
-                                                         t['cos']), 'official', True),
-        OpSpec('softmax attention via SDPA (baseline)',
-               lambda t: F.scaled_dot_product_attention(t['q'], t['k'], t['v']), 'baseline'),
-    ]}
+    return {
+        spec.name: spec
+        for spec in [
+            OpSpec(
+                'RALA', lambda t: rank_augmented_linear_attention(t['q'], t['k'], t['v'], t['sin'],
+                                                                  t['cos'])),
+            OpSpec('SOFT++ attention (m<=256)', _soft_op(256)),
+            OpSpec('SOFT++ attention (official m=N/64)', _soft_op(None), 'official'),
+            OpSpec('RoPE softmax via SDPA (ours; RAVLT stages 3-4)',
+                   lambda t: rope_softmax_attention(t['q'], t['k'], t['v'], t['sin'], t['cos'])),
+            OpSpec(
+                'RoPE softmax explicit (official)', lambda t: rope_softmax_attention_official(
+                    t['q'], t['k'], t['v'], t['sin'], t['cos']), 'official', True),
+            OpSpec('softmax attention via SDPA (baseline)',
+                   lambda t: F.scaled_dot_product_attention(t['q'], t['k'], t['v']), 'baseline'),
+        ]
+    }
 
 
 #: Op rows known to the tool (built lazily so importing this module stays light).
 OPS: Callable[[], Dict[str, OpSpec]] = _ops
 
 
-def make_op_inputs(tokens: int, batch: int, heads: int, head_dim: int, device: torch.device,
-                   requires_grad: bool, seed: int = 0) -> Dict[str, torch.Tensor]:
+def make_op_inputs(tokens: int,
+                   batch: int,
+                   heads: int,
+                   head_dim: int,
+                   device: torch.device,
+                   requires_grad: bool,
+                   seed: int = 0) -> Dict[str, torch.Tensor]:
     """Random q/k/v ``(batch, heads, tokens, head_dim)`` on a near-square grid, with RoPE tables."""
     from ..ops import rope_sin_cos
     height = int(math.sqrt(tokens))
     while tokens % height:
         height -= 1
     gen = torch.Generator().manual_seed(seed)
-    qkv = {k: (torch.randn(batch, heads, tokens, head_dim, generator=gen) * 0.5).to(device)
-           for k in 'qkv'}
+    qkv = {
+        k: (torch.randn(batch, heads, tokens, head_dim, generator=gen) * 0.5).to(device)
+        for k in 'qkv'
+    }
     for t in qkv.values():
         t.requires_grad_(requires_grad)
     sin, cos = rope_sin_cos(height, tokens // height, head_dim, device=device)
@@ -326,13 +365,16 @@ def make_op_inputs(tokens: int, batch: int, heads: int, head_dim: int, device: t
 def op_step(spec: OpSpec, inputs: Dict[str, torch.Tensor], backward: bool) -> Callable[[], None]:
     """A zero-argument callable running the op forward (no grad) or forward+backward."""
     if not backward:
+
         def forward():
             with torch.no_grad():
                 spec.fn(inputs)
+
         return forward
 
     def forward_backward():
         spec.fn(inputs).float().mean().backward()
         for key in 'qkv':
             inputs[key].grad = None
+
     return forward_backward

@@ -75,7 +75,7 @@ def scaled_dot_product_attention_flop_jit(inputs: List[Any], outputs: List[Any])
     """
     query, key = get_shape(inputs[0]), get_shape(inputs[1])
     out = get_shape(outputs[0])
-    batch_and_queries = _prod(out[:-1])          # prod(...) * L
+    batch_and_queries = _prod(out[:-1])  # prod(...) * L
     num_keys, key_dim, value_dim = key[-2], query[-1], out[-1]
     return batch_and_queries * num_keys * (key_dim + value_dim)
 
@@ -119,7 +119,8 @@ class FlopCount:
         return sum(self.by_operator.get(op, 0) for op in ATTENTION_OPERATORS)
 
 
-def count_flops(model: nn.Module, inputs: Union[torch.Tensor, Tuple],
+def count_flops(model: nn.Module,
+                inputs: Union[torch.Tensor, Tuple],
                 extra_handles: bool = True) -> FlopCount:
     """Count the flops of ``model(*inputs)`` with mmengine's analyzer (eval mode, no grad).
 
@@ -156,8 +157,10 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_backbone_flops(backbone: nn.Module, shape: Tuple[int, int] = (224, 224),
-                         in_channels: int = 3, seed: int = 0) -> FlopCount:
+def count_backbone_flops(backbone: nn.Module,
+                         shape: Tuple[int, int] = (224, 224),
+                         in_channels: int = 3,
+                         seed: int = 0) -> FlopCount:
     """Flops of a backbone on one ``(1, in_channels, H, W)`` image (random, seeded).
 
     The image content does not change the count, except that SOFT's ``'newton_batch_scaled'`` scale
@@ -183,8 +186,13 @@ class _TensorModeForward(nn.Module):
 
 def _data_samples(task: str, shape: Tuple[int, int]) -> Optional[list]:
     height, width = shape
-    meta = dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
-                batch_input_shape=(height, width), scale_factor=(1.0, 1.0), img_id=0)
+    meta = dict(
+        img_shape=(height, width),
+        ori_shape=(height, width),
+        pad_shape=(height, width),
+        batch_input_shape=(height, width),
+        scale_factor=(1.0, 1.0),
+        img_id=0)
     if task == 'mmdet':
         from mmdet.structures import DetDataSample
         return [DetDataSample(metainfo=meta)]
@@ -223,10 +231,13 @@ def _mask_heads_on_first_rois(model: nn.Module, max_rois: Optional[int]):
     try:
         yield
     finally:
-        del roi_head._mask_forward          # back to the class method
+        del roi_head._mask_forward  # back to the class method
 
 
-def count_model_flops(model: nn.Module, task: str, shape: Tuple[int, int], seed: int = 0,
+def count_model_flops(model: nn.Module,
+                      task: str,
+                      shape: Tuple[int, int],
+                      seed: int = 0,
                       max_mask_rois: Optional[int] = 100) -> FlopCount:
     """Flops of a whole mmdet detector or mmseg segmentor on one ``(1, 3, H, W)`` image.
 

@@ -26,8 +26,10 @@ All FLOPs are multiply-adds ("1 FMA = 1 flop"), in G; parameters in M; AP and mI
 """
 from typing import Dict, Optional
 
-__all__ = ['REPORTED_BACKBONES', 'REPORTED_MODELS', 'REPORTED_METRICS', 'METRIC_NAMES',
-           'reported_backbone', 'reported_model', 'reported_metrics']
+__all__ = [
+    'REPORTED_BACKBONES', 'REPORTED_MODELS', 'REPORTED_METRICS', 'METRIC_NAMES',
+    'reported_backbone', 'reported_model', 'reported_metrics'
+]
 
 _ALIASES = {'tiny': 't', 'small': 's', 'base': 'b', 'medium': 'm', 'large': 'l', 'huge': 'h'}
 
@@ -90,23 +92,34 @@ def _metrics(pattern, variants, **columns):
     names = dict(box_ap='box AP', mask_ap='mask AP', miou='mIoU')
     for i, variant in enumerate(variants.split()):
         REPORTED_METRICS[pattern.format(variant)] = {
-            names[key]: values[i] for key, values in columns.items()}
+            names[key]: values[i]
+            for key, values in columns.items()
+        }
 
 
 # RALA README (COCO val2017; ADE20K val).
 _metrics('retinanet_ravlt_{}_coco', 't s b l', box_ap=(45.9, 48.3, 49.8, 50.9))
-_metrics('maskrcnn_ravlt_{}_coco', 't s b l', box_ap=(47.3, 49.8, 51.2, 52.3),
-         mask_ap=(42.7, 44.6, 45.7, 46.4))
-_metrics('maskrcnn_ravlt_{}_coco_3x', 's b l', box_ap=(51.4, 52.7, 53.6),
-         mask_ap=(45.5, 46.4, 47.3))
-_metrics('cascade_maskrcnn_ravlt_{}_coco_3x', 's b l', box_ap=(54.2, 55.3, 55.6),
-         mask_ap=(46.8, 47.7, 48.0))
+_metrics(
+    'maskrcnn_ravlt_{}_coco',
+    't s b l',
+    box_ap=(47.3, 49.8, 51.2, 52.3),
+    mask_ap=(42.7, 44.6, 45.7, 46.4))
+_metrics(
+    'maskrcnn_ravlt_{}_coco_3x', 's b l', box_ap=(51.4, 52.7, 53.6), mask_ap=(45.5, 46.4, 47.3))
+_metrics(
+    'cascade_maskrcnn_ravlt_{}_coco_3x',
+    's b l',
+    box_ap=(54.2, 55.3, 55.6),
+    mask_ap=(46.8, 47.7, 48.0))
 _metrics('fpn_ravlt_{}_ade20k', 't s b l', miou=(47.9, 49.5, 51.9, 52.6))
 _metrics('upernet_ravlt_{}_ade20k', 's b l', miou=(50.7, 52.5, 53.2))
 # SOFT README, SOFT-*-Norm (= SOFT++) backbones, 1x schedules (COCO val2017; ADE20K val).
 _metrics('retinanet_soft_{}_coco', 't s m l', box_ap=(40.0, 42.8, 44.3, 45.3))
-_metrics('maskrcnn_soft_{}_coco', 't s m l', box_ap=(41.2, 43.8, 46.6, 47.0),
-         mask_ap=(38.2, 40.1, 42.0, 42.2))
+_metrics(
+    'maskrcnn_soft_{}_coco',
+    't s m l',
+    box_ap=(41.2, 43.8, 46.6, 47.0),
+    mask_ap=(38.2, 40.1, 42.0, 42.2))
 _metrics('upernet_soft_{}_ade20k', 's m', miou=(46.2, 48.0))
 
 

@@ -24,11 +24,13 @@ from ..utils.checkpoint import (SETTINGS_KEY, CheckpointError, CheckpointMismatc
                                 decode_settings, encode_settings, register_load_check,
                                 safe_torch_load)
 
-__all__ = ['CONVERTER_VERSION', 'BACKBONE_PREFIX', 'CheckpointError', 'CheckpointMismatchError',
-           'ConversionResult', 'FamilyConverter', 'register_family', 'registered_families',
-           'family_converter', 'detect_family', 'convert_state_dict', 'load_checkpoint_file',
-           'checkpoint_arch', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained',
-           'reference_shapes', 'backbone_config']
+__all__ = [
+    'CONVERTER_VERSION', 'BACKBONE_PREFIX', 'CheckpointError', 'CheckpointMismatchError',
+    'ConversionResult', 'FamilyConverter', 'register_family', 'registered_families',
+    'family_converter', 'detect_family', 'convert_state_dict', 'load_checkpoint_file',
+    'checkpoint_arch', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained',
+    'reference_shapes', 'backbone_config'
+]
 
 CONVERTER_VERSION = '1.1'
 BACKBONE_PREFIX = 'backbone.'
@@ -79,8 +81,10 @@ class ConversionResult:
             expected: shapes of the target (backbone) state dict.
             prefix: only keys of ``state_dict`` under this prefix take part (stripped).
         """
-        ours = {k[len(prefix):]: v.shape for k, v in self.state_dict.items()
-                if k.startswith(prefix) and not _is_settings_key(k)}
+        ours = {
+            k[len(prefix):]: v.shape
+            for k, v in self.state_dict.items() if k.startswith(prefix) and not _is_settings_key(k)
+        }
         expected = {k: v for k, v in expected.items() if not _is_settings_key(k)}
         self.matched = sorted(k for k in ours if k in expected and ours[k] == expected[k])
         self.mismatched = sorted(k for k in ours if k in expected and ours[k] != expected[k])
@@ -138,8 +142,7 @@ class FamilyConverter:
 
     def detect(self, state_dict: Mapping[str, Any]) -> bool:
         keys = _split_backbone(state_dict)[0]
-        return any(self.official_signature.match(k) or self.our_signature.match(k)
-                   for k in keys)
+        return any(self.official_signature.match(k) or self.our_signature.match(k) for k in keys)
 
 
 _FAMILIES: Dict[str, FamilyConverter] = {}
@@ -174,9 +177,13 @@ def _split_backbone(state_dict: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict
     """(backbone entries without ``backbone.``, other entries); every entry is a backbone entry
     if none has the prefix."""
     if any(k.startswith(BACKBONE_PREFIX) for k in state_dict):
-        return ({k[len(BACKBONE_PREFIX):]: v for k, v in state_dict.items()
-                 if k.startswith(BACKBONE_PREFIX)},
-                {k: v for k, v in state_dict.items() if not k.startswith(BACKBONE_PREFIX)})
+        return ({
+            k[len(BACKBONE_PREFIX):]: v
+            for k, v in state_dict.items() if k.startswith(BACKBONE_PREFIX)
+        }, {
+            k: v
+            for k, v in state_dict.items() if not k.startswith(BACKBONE_PREFIX)
+        })
     return dict(state_dict), {}
 
 
@@ -232,7 +239,9 @@ def backbone_config(result: ConversionResult) -> Dict[str, Any]:
     table = _FAMILIES[result.family].table
     config: Dict[str, Any] = {'type': table.backbone}
     config['arch'] = result.variant if result.variant != 'custom' else {
-        k: v for k, v in result.arch.items() if k in table.required_keys or k in table.defaults}
+        k: v
+        for k, v in result.arch.items() if k in table.required_keys or k in table.defaults
+    }
     defaults = _defaults_of(table)
     for key, value in result.settings.items():
         if key in ('family', 'embed_dims', 'depths', 'num_heads') or value is None:
@@ -257,7 +266,8 @@ def _defaults_of(table: ArchTable) -> Dict[str, Any]:
     return backbone.default_arguments() if hasattr(backbone, 'default_arguments') else {}
 
 
-def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'auto',
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
+                       family: str = 'auto',
                        whole_model: bool = False,
                        source_arch: Optional[str] = None) -> ConversionResult:
     """Convert a state dict of any supported layout to mmlinattn keys.
@@ -305,8 +315,13 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
     else:
         converted, source_format = backbone, 'mmlinattn'
     arch, build_kwargs, settings = converter.infer(converted, hints)
-    settings = {**settings, **{k: v for k, v in converter.source_settings(source_arch, hints).items()
-                               if v is not None}}
+    settings = {
+        **settings,
+        **{
+            k: v
+            for k, v in converter.source_settings(source_arch, hints).items() if v is not None
+        }
+    }
     if recorded is not None:
         settings = _merge_record(settings, decode_settings(recorded), family)
     for key in converter.table.required_keys:
@@ -321,9 +336,15 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: str = 'au
     else:
         output = converted
         dropped += sorted(others)  # neck / head weights of a detector or segmentor
-    result = ConversionResult(state_dict=output, family=family, variant=variant, arch=arch,
-                              source_format=source_format, settings=settings,
-                              build_kwargs=build_kwargs, dropped=dropped)
+    result = ConversionResult(
+        state_dict=output,
+        family=family,
+        variant=variant,
+        arch=arch,
+        source_format=source_format,
+        settings=settings,
+        build_kwargs=build_kwargs,
+        dropped=dropped)
     shape_arch = dict(arch)
     if any(h is None for h in shape_arch.get('num_heads', [None])):
         shape_arch['num_heads'] = [1] * converter.table.num_stages  # shapes do not depend on it
@@ -388,8 +409,8 @@ def refuse_official_layout(checkpoint: Any, filename: str) -> None:
         return
     backbone = _split_backbone(weights)[0]
     for name, converter in sorted(_FAMILIES.items()):
-        if any(converter.official_signature.match(k) for k in backbone) and not any(
-                converter.our_keys.match(k) for k in backbone):
+        if any(converter.official_signature.match(k)
+               for k in backbone) and not any(converter.our_keys.match(k) for k in backbone):
             whole = ' --whole-model' if any(k.startswith(BACKBONE_PREFIX) for k in weights) \
                 else ''
             raise CheckpointError(
@@ -434,7 +455,9 @@ def unwrap_state_dict(checkpoint: Any) -> Dict[str, torch.Tensor]:
     return tensors
 
 
-def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], meta: Dict[str, Any],
+def save_checkpoint(path: str,
+                    state_dict: Mapping[str, torch.Tensor],
+                    meta: Dict[str, Any],
                     force: bool = False) -> None:
     """Write ``{'state_dict': ..., 'meta': ...}`` atomically (temporary file in the destination
     directory, then :func:`os.replace`), so readers never see a partial file.
@@ -454,8 +477,8 @@ def save_checkpoint(path: str, state_dict: Mapping[str, torch.Tensor], meta: Dic
     tmp_path = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(path)}.',
-                                        suffix='.tmp')
+        fd, tmp_path = tempfile.mkstemp(
+            dir=directory, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
         with os.fdopen(fd, 'wb') as f:
             torch.save({'state_dict': dict(state_dict), 'meta': meta}, f)
             f.flush()
@@ -490,7 +513,9 @@ def _resolve_local(checkpoint: str) -> str:
     return local
 
 
-def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'auto',
+def load_pretrained(module: torch.nn.Module,
+                    checkpoint: str,
+                    family: str = 'auto',
                     prefix: Optional[str] = None) -> ConversionResult:
     """Load a (possibly official) checkpoint into a backbone, converting keys on the fly.
 
@@ -519,8 +544,7 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
         if not state_dict:
             raise CheckpointError(f'{checkpoint}: no keys start with prefix {prefix!r}')
     try:
-        result = convert_state_dict(state_dict, family=family,
-                                    source_arch=checkpoint_arch(loaded))
+        result = convert_state_dict(state_dict, family=family, source_arch=checkpoint_arch(loaded))
     except CheckpointError as err:
         raise type(err)(f'{checkpoint}: {err}') from None
     target = module.state_dict()
@@ -547,11 +571,12 @@ def load_pretrained(module: torch.nn.Module, checkpoint: str, family: str = 'aut
     else:
         module.load_state_dict(weights, strict=False)
     kind = _FAMILIES[result.family].describe(result.settings)
-    print_log(f'{name}: loaded {checkpoint} ({result.family}{", " + kind if kind else ""}, '
-              f'{result.source_format}, variant {result.variant!r}): {result.summary()}'
-              + (f'; missing: {_abbreviate(result.missing)}' if result.missing else '')
-              + (f'; unexpected: {_abbreviate(result.unexpected)}' if result.unexpected else ''),
-              logger='current')
+    print_log(
+        f'{name}: loaded {checkpoint} ({result.family}{", " + kind if kind else ""}, '
+        f'{result.source_format}, variant {result.variant!r}): {result.summary()}' +
+        (f'; missing: {_abbreviate(result.missing)}' if result.missing else '') +
+        (f'; unexpected: {_abbreviate(result.unexpected)}' if result.unexpected else ''),
+        logger='current')
     return result
 
 

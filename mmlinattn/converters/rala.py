@@ -34,8 +34,16 @@ from .common import CheckpointError, FamilyConverter, register_family
 
 __all__ = ['RALA_CONVERTER', 'convert_official_rala', 'infer_ravlt_arch']
 
-_STEM = {0: (0, 'conv'), 1: (0, 'bn'), 3: (1, 'conv'), 4: (1, 'bn'), 6: (2, 'conv'), 7: (2, 'bn'),
-         9: (3, 'conv'), 10: (3, 'bn')}
+_STEM = {
+    0: (0, 'conv'),
+    1: (0, 'bn'),
+    3: (1, 'conv'),
+    4: (1, 'bn'),
+    6: (2, 'conv'),
+    7: (2, 'bn'),
+    9: (3, 'conv'),
+    10: (3, 'bn')
+}
 _BLOCK_RENAMES = [('pos.', 'cpe.'), ('gamma_1', 'layer_scale1'), ('gamma_2', 'layer_scale2'),
                   ('norm1.norm.', 'norm1.'), ('norm2.norm.', 'norm2.'),
                   ('attn.qkvo.', 'attn.qkvg.')]
@@ -69,8 +77,9 @@ def _official_to_ours(key: str) -> Optional[str]:
     return None
 
 
-def convert_official_rala(state_dict: Mapping[str, torch.Tensor]
-                          ) -> Tuple[Dict[str, torch.Tensor], List[str], Dict[str, Any]]:
+def convert_official_rala(
+    state_dict: Mapping[str, torch.Tensor]
+) -> Tuple[Dict[str, torch.Tensor], List[str], Dict[str, Any]]:
     """Map an official RALA backbone (classifier or ``GLTA``) to RAVLT keys.
 
     Returns:
@@ -103,8 +112,8 @@ def convert_official_rala(state_dict: Mapping[str, torch.Tensor]
     return converted, dropped, {'head_dims': head_dims, 'official': True}
 
 
-def infer_ravlt_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dict] = None
-                     ) -> Tuple[Dict, Dict, Dict]:
+def infer_ravlt_arch(state_dict: Mapping[str, torch.Tensor],
+                     hints: Optional[Dict] = None) -> Tuple[Dict, Dict, Dict]:
     """``arch``, constructor arguments and settings of a RAVLT state dict in our key layout.
 
     ``num_heads`` cannot be read from weight shapes; it comes from the official RoPE buffers
@@ -118,8 +127,11 @@ def infer_ravlt_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dic
     num_stages = RAVLT_ARCHS.num_stages
     embed_dims, depths, mlp_ratios = [], [], []
     for stage in range(num_stages):
-        blocks = {int(m.group(1)) for k in state_dict
-                  for m in [re.match(rf'^stages\.{stage}\.blocks\.(\d+)\.', k)] if m}
+        blocks = {
+            int(m.group(1))
+            for k in state_dict
+            for m in [re.match(rf'^stages\.{stage}\.blocks\.(\d+)\.', k)] if m
+        }
         cpe = state_dict.get(f'stages.{stage}.blocks.0.cpe.weight')
         fc1 = state_dict.get(f'stages.{stage}.blocks.0.ffn.fc1.weight')
         if not blocks or cpe is None or fc1 is None or blocks != set(range(max(blocks) + 1)):
@@ -139,8 +151,12 @@ def infer_ravlt_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dic
         name = RAVLT_ARCHS.variant_of(shown)
         if name is not None:
             num_heads = RAVLT_ARCHS.get(name)['num_heads']
-    arch = {'embed_dims': embed_dims, 'depths': depths, 'num_heads': num_heads,
-            'mlp_ratios': mlp_ratios}
+    arch = {
+        'embed_dims': embed_dims,
+        'depths': depths,
+        'num_heads': num_heads,
+        'mlp_ratios': mlp_ratios
+    }
     stem = state_dict.get('stem.0.conv.weight')
     build_kwargs = {'in_channels': stem.shape[1]} if stem is not None else {}
     settings = {'embed_dims': embed_dims, 'depths': depths, 'num_heads': num_heads}
@@ -164,7 +180,8 @@ RALA_CONVERTER = FamilyConverter(
     table=RAVLT_ARCHS,
     official_signature=re.compile(r'^layers\.\d+\.blocks\.\d+\.attn\.qkvo\.weight$'),
     our_signature=re.compile(r'^stages\.\d+\.blocks\.\d+\.attn\.qkvg\.weight$'),
-    official_keys=re.compile(r'^(patch_embed\.proj\.\d+\.|layers\.\d+\.(blocks|downsample|RoPE)\.)'),
+    official_keys=re.compile(
+        r'^(patch_embed\.proj\.\d+\.|layers\.\d+\.(blocks|downsample|RoPE)\.)'),
     our_keys=re.compile(r'^(stem\.\d+\.|stages\.\d+\.(blocks|downsample)\.|out_norms\.\d+\.)'),
     convert_official=convert_official_rala,
     infer=infer_ravlt_arch,

@@ -41,8 +41,7 @@ import torch
 from ..archs import SOFT_ARCHS
 from .common import CheckpointError, FamilyConverter, register_family
 
-__all__ = ['SOFT_CONVERTER', 'convert_soft_state_dict', 'convert_official_soft',
-           'infer_soft_arch']
+__all__ = ['SOFT_CONVERTER', 'convert_soft_state_dict', 'convert_official_soft', 'infer_soft_arch']
 
 _STEM = {0: '0.conv', 1: '0.bn', 3: '1.conv', 4: '1.bn', 6: '2.conv', 7: '2.bn'}
 _SOFT_BLOCK = [('att.mha.W_q.', 'attn.q_proj.'), ('att.mha.W_v.', 'attn.v_proj.'),
@@ -127,8 +126,9 @@ def convert_soft_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
     return out
 
 
-def convert_official_soft(state_dict: Mapping[str, torch.Tensor]
-                          ) -> Tuple[Dict[str, torch.Tensor], List[str], Dict[str, Any]]:
+def convert_official_soft(
+    state_dict: Mapping[str, torch.Tensor]
+) -> Tuple[Dict[str, torch.Tensor], List[str], Dict[str, Any]]:
     """:func:`convert_soft_state_dict` for the converter framework.
 
     Raises:
@@ -141,8 +141,8 @@ def convert_official_soft(state_dict: Mapping[str, torch.Tensor]
     return converted, sorted(k for k in state_dict if k.startswith('head.')), {'official': True}
 
 
-def infer_soft_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dict] = None
-                    ) -> Tuple[Dict, Dict, Dict]:
+def infer_soft_arch(state_dict: Mapping[str, torch.Tensor],
+                    hints: Optional[Dict] = None) -> Tuple[Dict, Dict, Dict]:
     """``arch``, constructor arguments and settings of a SOFT state dict in our key layout.
 
     ``num_heads`` of stages 0-2 is the channel count of the per-head V convolution. Stage 3 has
@@ -160,8 +160,11 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dict
     num_stages = SOFT_ARCHS.num_stages
     embed_dims, depths, num_heads, ratios, kernels = [], [], [], [], []
     for stage in range(num_stages):
-        blocks = {int(m.group(1)) for k in state_dict
-                  for m in [re.match(rf'^stages\.{stage}\.blocks\.(\d+)\.', k)] if m}
+        blocks = {
+            int(m.group(1))
+            for k in state_dict
+            for m in [re.match(rf'^stages\.{stage}\.blocks\.(\d+)\.', k)] if m
+        }
         norm1 = state_dict.get(f'stages.{stage}.blocks.0.norm1.weight')
         if not blocks or norm1 is None or blocks != set(range(max(blocks) + 1)):
             raise CheckpointError(f'unknown variant: stage {stage} has no complete block list, so '
@@ -181,16 +184,26 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor], hints: Optional[Dict
     if embed_dims[3] % head_dim:
         raise CheckpointError(f'cannot infer the stage-3 heads: width {embed_dims[3]} is not a '
                               f'multiple of the stage-2 head size {head_dim}')
-    arch = {'embed_dims': embed_dims, 'depths': depths,
-            'num_heads': num_heads + [embed_dims[3] // head_dim]}
+    arch = {
+        'embed_dims': embed_dims,
+        'depths': depths,
+        'num_heads': num_heads + [embed_dims[3] // head_dim]
+    }
     pos = state_dict.get('stages.0.pos_embed')
     stem = state_dict.get('stem.0.conv.weight')
-    build_kwargs = dict(landmark_ratios=ratios, local_kernel_sizes=kernels,
-                        pretrain_img_size=_image_size(pos),
-                        final_norm='norm.weight' in state_dict,
-                        in_channels=stem.shape[1] if stem is not None else 3)
-    settings = {'embed_dims': embed_dims, 'depths': depths, 'num_heads': num_heads + [None],
-                'landmark_ratios': ratios, 'local_kernel_sizes': kernels}
+    build_kwargs = dict(
+        landmark_ratios=ratios,
+        local_kernel_sizes=kernels,
+        pretrain_img_size=_image_size(pos),
+        final_norm='norm.weight' in state_dict,
+        in_channels=stem.shape[1] if stem is not None else 3)
+    settings = {
+        'embed_dims': embed_dims,
+        'depths': depths,
+        'num_heads': num_heads + [None],
+        'landmark_ratios': ratios,
+        'local_kernel_sizes': kernels
+    }
     return arch, build_kwargs, settings
 
 
@@ -216,9 +229,10 @@ def _describe(settings: Dict) -> str:
     normalization = settings.get('normalization')
     if normalization is None:
         return 'SOFT or SOFT++: not recorded'
-    return {'none': "SOFT, normalization='none'",
-            'core': "SOFT++, normalization='core'"}.get(
-                normalization, f'SOFT++, normalization={normalization!r}')
+    return {
+        'none': "SOFT, normalization='none'",
+        'core': "SOFT++, normalization='core'"
+    }.get(normalization, f'SOFT++, normalization={normalization!r}')
 
 
 def _undecided(settings: Dict) -> Optional[str]:

@@ -1,6 +1,7 @@
 """Embedded demo data: small synthetic COCO and ADE20K-layout datasets, generated in seconds.
 
-Two generators, both pure numpy + OpenCV and deterministic for a given seed (every image is drawn from
+Two generators, both pure numpy + OpenCV and deterministic for a given seed (every image is drawn
+from
 its own random stream keyed by ``(seed, dataset, split, index)``, so the same parameters always give
 byte-identical files):
 
@@ -10,17 +11,21 @@ byte-identical files):
   part (its shape minus the shapes drawn after it); layouts in which an object would become mostly
   hidden, hollow or split into slivers are rejected while the image is composed, so every object in
   an image is annotated and every annotation is a clean polygon set.
-* :func:`make_ade_demo` writes an ADE20K-layout **semantic segmentation** set (street-like scenes with
+* :func:`make_ade_demo` writes an ADE20K-layout **semantic segmentation** set (street-like scenes
+with
   sky, floor, buildings and walls, plus unlabelled clutter). Label maps use ADE20K's convention:
-  ``0`` = other/ignore and ``k`` = the k-th ADE20K class, to be read with ``reduce_zero_label=True``.
+  ``0`` = other/ignore and ``k`` = the k-th ADE20K class, to be read with
+  ``reduce_zero_label=True``.
   The demo classes are the *first four* ADE20K classes (``wall, building, sky, floor``), in ADE20K
   order. That is deliberate: mmseg turns ``metainfo=dict(classes=...)`` into a ``label_map`` from
-  ADE20K's 150 indices to the new ones, so the stored labels must be ADE20K indices; with a prefix of
+  ADE20K's 150 indices to the new ones, so the stored labels must be ADE20K indices; with a prefix
+  of
   the ADE20K class list that map is the identity, and label ``k`` in a PNG is class ``k - 1`` after
   ``reduce_zero_label`` both with and without the custom metainfo.
 
 Both generators write a marker file (:data:`MARKER_NAME`) with their parameters into the output
-directory. Re-running with the same parameters is a no-op, different parameters or ``overwrite=True``
+directory. Re-running with the same parameters is a no-op, different parameters or
+``overwrite=True``
 regenerate, and a non-empty directory without the marker is never written to.
 """
 import json
@@ -88,12 +93,18 @@ def _rng(seed: int, kind: str, split: str, index: int) -> np.random.Generator:
 
 def _hsv_to_bgr(h: float, s: float, v: float) -> np.ndarray:
     """One OpenCV HSV colour (h in 0..180, s, v in 0..255) to a float32 BGR triple."""
-    hsv = np.array([[[int(round(h)) % 180, int(np.clip(s, 0, 255)), int(np.clip(v, 0, 255))]]],
+    hsv = np.array([[[int(round(h)) % 180,
+                      int(np.clip(s, 0, 255)),
+                      int(np.clip(v, 0, 255))]]],
                    dtype=np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
-def _smooth_noise(rng: np.random.Generator, w: int, h: int, cells: int, channels: int = 1) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator,
+                  w: int,
+                  h: int,
+                  cells: int,
+                  channels: int = 1) -> np.ndarray:
     """Low-frequency noise in [-1, 1] (a random ``cells x cells`` grid upsampled bicubically)."""
     grid = rng.uniform(-1.0, 1.0, size=(cells, cells, channels)).astype(np.float32)
     out = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -151,7 +162,8 @@ def _prepare_out_dir(out: Path, kind: str, params: dict, overwrite: bool,
                 f'into {out}. Remove the directory or choose another output directory.')
         if info.get('kind') != kind:
             raise FileExistsError(
-                f'{out} holds a generated {info.get("kind")!r} demo set, not a {kind!r} one; choose '
+                f'{out} holds a generated {info.get("kind")!r} demo set, not a {kind!r} one; '
+                'choose '
                 'another output directory.')
         if (not overwrite and info.get('complete') and info.get('params') == params
                 and _files_present(out, info)):
@@ -165,7 +177,8 @@ def _prepare_out_dir(out: Path, kind: str, params: dict, overwrite: bool,
         marker.unlink()
     elif out.is_dir() and any(out.iterdir()):
         raise FileExistsError(
-            f'refusing to write the {kind} demo set into {out}: the directory is not empty and has no '
+            f'refusing to write the {kind} demo set into {out}: the directory is not empty and '
+            'has no '
             f'{MARKER_NAME} marker, so it was not made by this generator. Choose a new or empty '
             'directory (default: data/demo), or remove this one yourself.')
     return None
@@ -273,12 +286,14 @@ def _mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
     """Outer contours of a binary mask as COCO polygons ``[x1, y1, x2, y2, ...]``.
 
     OpenCV returns the centres of the boundary pixels (pixel ``i`` spans ``[i, i + 1)`` in COCO's
-    continuous coordinates); moving every vertex half a pixel outward along the contour's normal puts
+    continuous coordinates); moving every vertex half a pixel outward along the contour's normal
+    puts
     the polygon on the pixel edges, so that rasterising it again (pycocotools) reproduces the mask
     closely instead of shrinking it by half a pixel all round (measured: the same pixel count and
     IoU 1.0 on the demo shapes, against IoU 0.75-0.97 for the raw contours of small shapes).
     """
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     ys, xs = np.nonzero(mask)
     # the miter at a sharp corner may poke out of the pixel box; keep polygons inside the bbox
     lo = np.array([xs.min(), ys.min()], np.float64)
@@ -345,7 +360,9 @@ def _render_coco_image(rng: np.random.Generator, w: int, h: int) -> Tuple[np.nda
         area = int(mask.sum())
         if area < max(min_pixels, 0.7 * ideal):  # mostly outside the image
             continue
-        cand = objs + [dict(label=label, size=size, centre=np.array([cx, cy]), mask=mask, area=area)]
+        cand = objs + [
+            dict(label=label, size=size, centre=np.array([cx, cy]), mask=mask, area=area)
+        ]
         visible = _visible_masks([o['mask'] for o in cand])
         if all(_visible_ok(v, o['area'], 0.5, min_pixels) for v, o in zip(visible[:-1], objs)):
             objs = cand
@@ -357,8 +374,8 @@ def _render_coco_image(rng: np.random.Generator, w: int, h: int) -> Tuple[np.nda
         direction = rng.normal(size=2)
         direction /= np.linalg.norm(direction) + 1e-6
         cx, cy = obj['centre']
-        shade = ((xx - cx) * direction[0] + (yy - cy) * direction[1]) * (rng.uniform(15, 40) /
-                                                                         obj['size'])
+        shade = ((xx - cx) * direction[0] + (yy - cy) * direction[1]) * (
+            rng.uniform(15, 40) / obj['size'])
         layer = colour[None, None, :] + shade[..., None]
         img[obj['mask']] = layer[obj['mask']]
         # darker rim, so that touching objects of the same class stay separable
@@ -379,7 +396,8 @@ def _coco_annotation(mask: np.ndarray, ann_id: int, image_id: int, label: int) -
         category_id=label + 1,
         segmentation=_mask_to_polygons(mask),
         area=int(mask.sum()),
-        bbox=[x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+        bbox=[x0, y0, int(xs.max()) - x0 + 1,
+              int(ys.max()) - y0 + 1],
         iscrowd=0)
 
 
@@ -425,17 +443,22 @@ def make_coco_demo(out_dir: Union[str, Path],
     out = Path(out_dir)
     w, h = _parse_size(img_size)
     _check_counts(num_train, num_val)
-    params = dict(num_train=int(num_train), num_val=int(num_val), img_size=[w, h], seed=int(seed),
-                  format_version=_FORMAT_VERSION)
+    params = dict(
+        num_train=int(num_train),
+        num_val=int(num_val),
+        img_size=[w, h],
+        seed=int(seed),
+        format_version=_FORMAT_VERSION)
     splits = (('train', int(num_train)), ('val', int(num_val)))
-    info = _prepare_out_dir(out, 'coco', params, overwrite,
-                            owned=['train', 'val', 'annotations'])
+    info = _prepare_out_dir(out, 'coco', params, overwrite, owned=['train', 'val', 'annotations'])
     generated = info is None
     if generated:
         out.mkdir(parents=True, exist_ok=True)
         _write_marker(out, 'coco', params, complete=False)
-        categories = [dict(id=i + 1, name=name, supercategory='shape')
-                      for i, name in enumerate(COCO_DEMO_CLASSES)]
+        categories = [
+            dict(id=i + 1, name=name, supercategory='shape')
+            for i, name in enumerate(COCO_DEMO_CLASSES)
+        ]
         (out / 'annotations').mkdir(exist_ok=True)
         counts = {}
         for split, n in splits:
@@ -450,10 +473,13 @@ def make_coco_demo(out_dir: Union[str, Path],
                 images.append(dict(id=image_id, file_name=file_name, width=w, height=h))
                 for obj in objs:
                     annotations.append(
-                        _coco_annotation(obj['mask'], len(annotations) + 1, image_id, obj['label']))
+                        _coco_annotation(obj['mask'],
+                                         len(annotations) + 1, image_id, obj['label']))
             coco = dict(
-                info=dict(description='mmlinattn synthetic shapes demo (instance segmentation)',
-                          version=str(_FORMAT_VERSION), seed=int(seed)),
+                info=dict(
+                    description='mmlinattn synthetic shapes demo (instance segmentation)',
+                    version=str(_FORMAT_VERSION),
+                    seed=int(seed)),
                 licenses=[],
                 images=images,
                 annotations=annotations,
@@ -463,7 +489,10 @@ def make_coco_demo(out_dir: Union[str, Path],
         info = dict(
             counts=counts,
             files=[f'annotations/instances_{s}.json' for s, _ in splits],
-            dir_counts={s: n for s, n in splits})
+            dir_counts={
+                s: n
+                for s, n in splits
+            })
         _write_marker(out, 'coco', params, complete=True, **info)
     summary = dict(
         kind='coco',
@@ -473,7 +502,8 @@ def make_coco_demo(out_dir: Union[str, Path],
         img_size=[w, h],
         seed=int(seed),
         splits={
-            s: dict(
+            s:
+            dict(
                 img_dir=str(out / s),
                 ann_file=str(out / 'annotations' / f'instances_{s}.json'),
                 **info['counts'][s])
@@ -487,8 +517,8 @@ def make_coco_demo(out_dir: Union[str, Path],
 # ----------------------------------------------------------------------------------------------
 # ADE20K-layout semantic segmentation
 # ----------------------------------------------------------------------------------------------
-_WALL, _BUILDING, _SKY, _FLOOR = (ADE_DEMO_CLASSES.index(c) + 1
-                                  for c in ('wall', 'building', 'sky', 'floor'))
+_WALL, _BUILDING, _SKY, _FLOOR = (
+    ADE_DEMO_CLASSES.index(c) + 1 for c in ('wall', 'building', 'sky', 'floor'))
 
 
 def _render_ade_image(rng: np.random.Generator, w: int, h: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -520,10 +550,11 @@ def _render_ade_image(rng: np.random.Generator, w: int, h: int) -> Tuple[np.ndar
     grout = (floor * 0.65).tolist()
     vx = rng.uniform(0.3, 0.7) * w
     for k in range(-12, 13):
-        cv2.line(img, (int(vx), horizon), (int(vx + k * 0.25 * w), h + 2 * h), grout, 1, cv2.LINE_AA)
+        cv2.line(img, (int(vx), horizon), (int(vx + k * 0.25 * w), h + 2 * h), grout, 1,
+                 cv2.LINE_AA)
     depth = float(h - horizon)
     for k in range(1, 12):
-        y = horizon + int(depth * (k / 11.0) ** 2)
+        y = horizon + int(depth * (k / 11.0)**2)
         cv2.line(img, (0, y), (w, y), grout, 1, cv2.LINE_AA)
     label[horizon:] = _FLOOR
 
@@ -630,8 +661,12 @@ def make_ade_demo(out_dir: Union[str, Path],
     out = Path(out_dir)
     w, h = _parse_size(img_size)
     _check_counts(num_train, num_val)
-    params = dict(num_train=int(num_train), num_val=int(num_val), img_size=[w, h], seed=int(seed),
-                  format_version=_FORMAT_VERSION)
+    params = dict(
+        num_train=int(num_train),
+        num_val=int(num_val),
+        img_size=[w, h],
+        seed=int(seed),
+        format_version=_FORMAT_VERSION)
     splits = (('training', 'train', int(num_train)), ('validation', 'val', int(num_val)))
     info = _prepare_out_dir(out, 'ade', params, overwrite, owned=['images', 'annotations'])
     generated = info is None
@@ -662,7 +697,8 @@ def make_ade_demo(out_dir: Union[str, Path],
         seed=int(seed),
         reduce_zero_label=True,
         splits={
-            split: dict(
+            split:
+            dict(
                 img_dir=str(out / 'images' / split),
                 ann_dir=str(out / 'annotations' / split),
                 num_images=n)

@@ -25,15 +25,16 @@ class LayerNorm2d(nn.LayerNorm):
         super().__init__(num_channels, eps=eps, elementwise_affine=elementwise_affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
     def forward_contiguous(self, x: torch.Tensor) -> torch.Tensor:
         """The same values with contiguous copies before and after, as the released RAVLT code
         computes it (used by the benchmarks' official-algorithm path)."""
-        x = F.layer_norm(x.permute(0, 2, 3, 1).contiguous(), self.normalized_shape, self.weight,
-                         self.bias, self.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1).contiguous(), self.normalized_shape, self.weight, self.bias,
+            self.eps)
         return x.permute(0, 3, 1, 2).contiguous()
 
 

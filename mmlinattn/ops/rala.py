@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from .registry import register_op
 from .rope import apply_rope, apply_rope_reference
 
-__all__ = ['rank_augmented_linear_attention', 'rank_augmented_linear_attention_reference',
-           'rope_softmax_attention', 'rope_softmax_attention_reference',
-           'rope_softmax_attention_explicit']
+__all__ = [
+    'rank_augmented_linear_attention', 'rank_augmented_linear_attention_reference',
+    'rope_softmax_attention', 'rope_softmax_attention_reference', 'rope_softmax_attention_explicit'
+]
 
 
 def _kernel_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -34,8 +35,11 @@ def _kernel_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1.0
 
 
-def rank_augmented_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                    sin: torch.Tensor, cos: torch.Tensor,
+def rank_augmented_linear_attention(q: torch.Tensor,
+                                    k: torch.Tensor,
+                                    v: torch.Tensor,
+                                    sin: torch.Tensor,
+                                    cos: torch.Tensor,
                                     eps: float = 1e-6) -> torch.Tensor:
     """RALA in O(N) time and memory.
 
@@ -65,23 +69,26 @@ def rank_augmented_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.T
         q = _kernel_feature_map(q)
         k = _kernel_feature_map(k)
         # Keys re-weighted by affinity to the mean query: alpha_j = N softmax_j(q_bar.k_j/sqrt(d)).
-        q_mean = q.mean(dim=-2, keepdim=True)                                   # (B, h, 1, d)
-        scores = (q_mean @ k.transpose(-1, -2)) * head_dim ** -0.5              # (B, h, 1, N)
-        alpha = scores.softmax(dim=-1).transpose(-1, -2) * num_tokens           # (B, h, N, 1)
+        q_mean = q.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
+        scores = (q_mean @ k.transpose(-1, -2)) * head_dim**-0.5  # (B, h, 1, N)
+        alpha = scores.softmax(dim=-1).transpose(-1, -2) * num_tokens  # (B, h, N, 1)
         k = k * alpha
 
         # The normaliser uses the un-rotated features.
-        denom = q @ k.mean(dim=-2, keepdim=True).transpose(-1, -2) + eps        # (B, h, N, 1)
+        denom = q @ k.mean(dim=-2, keepdim=True).transpose(-1, -2) + eps  # (B, h, N, 1)
         q_rot = apply_rope(q, sin, cos)
         k_rot = apply_rope(k, sin, cos)
-        scale = num_tokens ** -0.5
-        kv = (k_rot * scale).transpose(-1, -2) @ (v * scale)                    # (B, h, d, d)
-        out = (q_rot @ kv) / denom                                              # (B, h, N, d)
+        scale = num_tokens**-0.5
+        kv = (k_rot * scale).transpose(-1, -2) @ (v * scale)  # (B, h, d, d)
+        out = (q_rot @ kv) / denom  # (B, h, N, d)
     return out.to(out_dtype)
 
 
-def rank_augmented_linear_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                              sin: torch.Tensor, cos: torch.Tensor,
+def rank_augmented_linear_attention_reference(q: torch.Tensor,
+                                              k: torch.Tensor,
+                                              v: torch.Tensor,
+                                              sin: torch.Tensor,
+                                              cos: torch.Tensor,
                                               eps: float = 1e-6) -> torch.Tensor:
     """Same as :func:`rank_augmented_linear_attention`, written as an explicit ``N x N`` weighting.
 
@@ -89,17 +96,17 @@ def rank_augmented_linear_attention_reference(q: torch.Tensor, k: torch.Tensor, 
     """
     head_dim = q.shape[-1]
     phi_q, phi_k = _kernel_feature_map(q), _kernel_feature_map(k)
-    q_bar = phi_q.mean(dim=-2)                                                     # (B, h, d)
-    p = torch.softmax(torch.einsum('bhd,bhnd->bhn', q_bar, phi_k) / head_dim ** 0.5, dim=-1)
+    q_bar = phi_q.mean(dim=-2)  # (B, h, d)
+    p = torch.softmax(torch.einsum('bhd,bhnd->bhn', q_bar, phi_k) / head_dim**0.5, dim=-1)
     rot_q = apply_rope_reference(phi_q, sin, cos)
     rot_k = apply_rope_reference(phi_k, sin, cos)
-    weights = torch.einsum('bhid,bhjd->bhij', rot_q, rot_k) * p[:, :, None, :]   # (B, h, N, N)
+    weights = torch.einsum('bhid,bhjd->bhij', rot_q, rot_k) * p[:, :, None, :]  # (B, h, N, N)
     denom = torch.einsum('bhid,bhd->bhi', phi_q, torch.einsum('bhj,bhjd->bhd', p, phi_k)) + eps
     return torch.einsum('bhij,bhjd->bhid', weights, v) / denom[..., None]
 
 
-def rope_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+def rope_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: torch.Tensor,
+                           cos: torch.Tensor) -> torch.Tensor:
     """Global softmax attention on RoPE-rotated queries and keys (RAVLT stages 3-4).
 
     Dispatches to :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused
@@ -123,7 +130,7 @@ def rope_softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.
                                      sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Same as :func:`rope_softmax_attention` with the attention matrix materialised."""
     q, k = apply_rope_reference(q, sin, cos), apply_rope_reference(k, sin, cos)
-    attn = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)   # (B, h, N, N)
+    attn = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1]**0.5, dim=-1)  # (B, h, N, N)
     return attn @ v
 
 
@@ -135,7 +142,7 @@ def rope_softmax_attention_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.T
     path (:mod:`mmlinattn.analysis.official`); shapes as there.
     """
     q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
-    attn = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5                 # (B, h, N, N)
+    attn = (q @ k.transpose(-1, -2)) * q.shape[-1]**-0.5  # (B, h, N, N)
     return attn.softmax(dim=-1) @ v
 
 

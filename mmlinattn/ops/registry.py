@@ -20,8 +20,9 @@ attention computes (``attn_types``, ``normalization``, ``pinv_mode``)::
 """
 from typing import Callable, Dict, List, Optional
 
-__all__ = ['register_op', 'get_op', 'op_kinds', 'op_backends', 'DEFAULT_BACKEND',
-           'REFERENCE_BACKEND']
+__all__ = [
+    'register_op', 'get_op', 'op_kinds', 'op_backends', 'DEFAULT_BACKEND', 'REFERENCE_BACKEND'
+]
 
 DEFAULT_BACKEND = 'torch'
 REFERENCE_BACKEND = 'reference'
@@ -43,6 +44,7 @@ def register_op(kind: str, backend: str, fn: Optional[Callable] = None, force: b
     Raises:
         KeyError: ``(kind, backend)`` is taken and ``force`` is False.
     """
+
     def add(function: Callable) -> Callable:
         backends = _OPS.setdefault(kind, {})
         if backend in backends and backends[backend] is not function and not force:

@@ -21,11 +21,14 @@ import torch
 
 from .registry import register_op
 
-__all__ = ['rope_frequencies', 'rope_sin_cos', 'apply_rope', 'rope_sin_cos_reference',
-           'apply_rope_reference']
+__all__ = [
+    'rope_frequencies', 'rope_sin_cos', 'apply_rope', 'rope_sin_cos_reference',
+    'apply_rope_reference'
+]
 
 
-def rope_frequencies(head_dim: int, base: float = 10000.0,
+def rope_frequencies(head_dim: int,
+                     base: float = 10000.0,
                      device: Optional[torch.device] = None) -> torch.Tensor:
     """Per-pair rotation frequencies for one axis.
 
@@ -41,11 +44,14 @@ def rope_frequencies(head_dim: int, base: float = 10000.0,
     if head_dim % 4 != 0:
         raise ValueError(f'2-D RoPE needs head_dim divisible by 4, got {head_dim}')
     exponents = torch.linspace(0, 1, head_dim // 4, dtype=torch.float32, device=device)
-    theta = 1.0 / (base ** exponents)
+    theta = 1.0 / (base**exponents)
     return theta.repeat_interleave(2)
 
 
-def rope_sin_cos(height: int, width: int, head_dim: int, base: float = 10000.0,
+def rope_sin_cos(height: int,
+                 width: int,
+                 head_dim: int,
+                 base: float = 10000.0,
                  device: Optional[torch.device] = None,
                  dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
     """Sine and cosine tables for a ``height x width`` grid.
@@ -63,12 +69,15 @@ def rope_sin_cos(height: int, width: int, head_dim: int, base: float = 10000.0,
         tuple[Tensor, Tensor]: ``sin`` and ``cos``, each ``(H * W, d)``; they broadcast against
         ``(B, heads, N, d)`` tensors.
     """
-    freqs = rope_frequencies(head_dim, base, device).to(dtype)              # (d/2,)
+    freqs = rope_frequencies(head_dim, base, device).to(dtype)  # (d/2,)
     row_angle = torch.arange(height, device=device, dtype=dtype)[:, None] * freqs  # (H, d/2)
-    col_angle = torch.arange(width, device=device, dtype=dtype)[:, None] * freqs   # (W, d/2)
+    col_angle = torch.arange(width, device=device, dtype=dtype)[:, None] * freqs  # (W, d/2)
     half = head_dim // 2
-    angle = torch.cat([row_angle[:, None, :].expand(height, width, half),
-                       col_angle[None, :, :].expand(height, width, half)], dim=-1)
+    angle = torch.cat([
+        row_angle[:, None, :].expand(height, width, half), col_angle[None, :, :].expand(
+            height, width, half)
+    ],
+                      dim=-1)
     angle = angle.reshape(height * width, head_dim)
     return angle.sin(), angle.cos()
 
@@ -94,13 +103,15 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
     return x * cos + _rotate_pairs(x) * sin
 
 
-def rope_sin_cos_reference(height: int, width: int, head_dim: int, base: float = 10000.0,
-                           dtype: torch.dtype = torch.float64
-                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+def rope_sin_cos_reference(height: int,
+                           width: int,
+                           head_dim: int,
+                           base: float = 10000.0,
+                           dtype: torch.dtype = torch.float64) -> Tuple[torch.Tensor, torch.Tensor]:
     """Plain-loop version of :func:`rope_sin_cos` (same signature minus ``device``)."""
     m = head_dim // 4
     assert head_dim % 4 == 0 and m >= 1
-    theta = [1.0 / base ** (i / (m - 1) if m > 1 else 0.0) for i in range(m)]
+    theta = [1.0 / base**(i / (m - 1) if m > 1 else 0.0) for i in range(m)]
     sin = torch.zeros(height * width, head_dim, dtype=dtype)
     cos = torch.zeros(height * width, head_dim, dtype=dtype)
     for row in range(height):

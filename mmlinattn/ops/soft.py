@@ -46,13 +46,17 @@ __all__ = [
 ]
 
 #: Newton-Schulz variants, named by what they compute (see :func:`newton_schulz_pinv`):
-#: ``'newton_shifted'`` iterates on ``A + 0.01 I`` (released SOFT), ``'newton_batch_scaled'`` on ``A``
+#: ``'newton_shifted'`` iterates on ``A + 0.01 I`` (released SOFT), ``'newton_batch_scaled'`` on
+# ``A``
 #: with one initial scale for the whole batch (released SOFT++), ``'newton'`` on ``A`` with a scale
 #: per matrix.
 PINV_MODES = ('newton_shifted', 'newton_batch_scaled', 'newton')
 #: Former names, still accepted (with a ``DeprecationWarning``).
-PINV_MODE_ALIASES = {'official': 'newton_shifted', 'official_norm': 'newton_batch_scaled',
-                     'per_matrix': 'newton'}
+PINV_MODE_ALIASES = {
+    'official': 'newton_shifted',
+    'official_norm': 'newton_batch_scaled',
+    'per_matrix': 'newton'
+}
 #: Modes whose result for one matrix depends on the other matrices of the batch (one shared scale):
 #: an image's output depends on its batch, and a NaN / inf in one image makes all of them NaN.
 BATCH_COUPLED_PINV_MODES = ('newton_batch_scaled', )
@@ -60,12 +64,13 @@ BATCH_COUPLED_PINV_MODES = ('newton_batch_scaled', )
 NORMALIZATIONS = ('none', 'core', 'full')
 
 # Constants of the released code's two iterations.
-# 'newton_shifted': Tikhonov shift added to A before iterating. The released code builds the identity
+# 'newton_shifted': Tikhonov shift added to A before iterating. The released code builds the
+# identity
 # in float32, so its float64 runs add float32(0.01); using that value here reproduces them to 1e-13
 # (plain 0.01 differs by 2e-8 relative, which the iteration amplifies to ~1e-9).
 _SHIFT = 0.009999999776482582  # float32(0.01)
-_SAFETY = 0.9               # 'newton_shifted': factor on the classical 2 / |A|_1^2 initial scale
-_SEARCH_TOL = 1.01          # scale search: accept alpha once |I - alpha A A|_1 <= this
+_SAFETY = 0.9  # 'newton_shifted': factor on the classical 2 / |A|_1^2 initial scale
+_SEARCH_TOL = 1.01  # scale search: accept alpha once |I - alpha A A|_1 <= this
 _MAX_HALVINGS = 10
 
 
@@ -81,8 +86,10 @@ def resolve_pinv_mode(mode: str) -> str:
     """
     if mode in PINV_MODE_ALIASES:
         canonical = PINV_MODE_ALIASES[mode]
-        warnings.warn(f'pinv_mode {mode!r} is a former name of {canonical!r}; use {canonical!r}',
-                      DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f'pinv_mode {mode!r} is a former name of {canonical!r}; use {canonical!r}',
+            DeprecationWarning,
+            stacklevel=3)
         return canonical
     if mode not in PINV_MODES:
         raise ValueError(f'pinv mode {mode!r} unknown; choose one of {list(PINV_MODES)} (former '
@@ -108,8 +115,8 @@ def gaussian_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     dtype = _compute_dtype(a)
     with torch.autocast(device_type=a.device.type, enabled=False):
         a, b = a.to(dtype), b.to(dtype)
-        sq_a = (a * a).sum(-1, keepdim=True)                          # (..., Na, 1)
-        sq_b = (b * b).sum(-1).unsqueeze(-2)                           # (..., 1, Nb)
+        sq_a = (a * a).sum(-1, keepdim=True)  # (..., Na, 1)
+        sq_b = (b * b).sum(-1).unsqueeze(-2)  # (..., 1, Nb)
         dist = sq_a + sq_b - 2 * (a @ b.transpose(-1, -2))
         return torch.exp(-0.5 * dist)
 
@@ -117,7 +124,7 @@ def gaussian_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def gaussian_kernel_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Same as :func:`gaussian_kernel` by direct differences (O(Na Nb d) memory)."""
     dtype = _compute_dtype(a)
-    diff = a.to(dtype).unsqueeze(-2) - b.to(dtype).unsqueeze(-3)      # (..., Na, Nb, d)
+    diff = a.to(dtype).unsqueeze(-2) - b.to(dtype).unsqueeze(-3)  # (..., Na, Nb, d)
     return torch.exp(-0.5 * (diff * diff).sum(-1))
 
 
@@ -138,10 +145,10 @@ def _halving_search_scale(mat: torch.Tensor, alpha: torch.Tensor) -> torch.Tenso
     """
     eye = _eye_like(mat)
     square = mat @ mat
-    chosen = alpha / 2 ** _MAX_HALVINGS
+    chosen = alpha / 2**_MAX_HALVINGS
     found = torch.zeros_like(alpha, dtype=torch.bool)
     for k in range(_MAX_HALVINGS):
-        cand = alpha / 2 ** k
+        cand = alpha / 2**k
         ok = _max_col_abs_sum(eye - cand[..., None, None] * square) <= _SEARCH_TOL
         chosen = torch.where(~found & ok, cand, chosen)
         found = found | ok
@@ -150,25 +157,25 @@ def _halving_search_scale(mat: torch.Tensor, alpha: torch.Tensor) -> torch.Tenso
 
 def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torch.Tensor:
     """The forward iteration shared by the fast op; ``mat`` is ``(..., m, m)``, no autograd."""
-    if mat.numel() == 0:                                                # an empty batch
+    if mat.numel() == 0:  # an empty batch
         return mat.clone()
-    row_sum_max = mat.sum(-1).amax(-1)                                # (...)
+    row_sum_max = mat.sum(-1).amax(-1)  # (...)
     if mode == 'newton_shifted':
         target = mat + _SHIFT * _eye_like(mat)
-        alpha = _SAFETY * 2 / row_sum_max ** 2
+        alpha = _SAFETY * 2 / row_sum_max**2
     elif mode == 'newton_batch_scaled':
         _warn_if_batch_poisoned(mat)
         target = mat
-        alpha = 2 / row_sum_max.max() ** 2                              # one scale for the batch
+        alpha = 2 / row_sum_max.max()**2  # one scale for the batch
         eye = _eye_like(mat)
-        for _ in range(_MAX_HALVINGS):                                  # host sync every step
+        for _ in range(_MAX_HALVINGS):  # host sync every step
             if _max_col_abs_sum(eye - mat @ (alpha * mat)).max() <= _SEARCH_TOL:
                 break
             alpha = alpha / 2
         alpha = alpha.expand_as(row_sum_max)
     else:
         target = mat
-        alpha = _halving_search_scale(mat, 2 / row_sum_max ** 2)
+        alpha = _halving_search_scale(mat, 2 / row_sum_max**2)
     inv = alpha[..., None, None] * target
     for _ in range(num_iters):
         inv = 2 * inv - inv @ target @ inv
@@ -177,15 +184,16 @@ def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torc
 
 def _warn_if_batch_poisoned(mat: torch.Tensor) -> None:
     """Name the failure ``'newton_batch_scaled'`` cannot avoid: a non-finite matrix poisons all."""
-    finite = torch.isfinite(mat).flatten(-2).all(-1).flatten()          # host sync, as the search
+    finite = torch.isfinite(mat).flatten(-2).all(-1).flatten()  # host sync, as the search
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
         warnings.warn(
-            f"pinv_mode='newton_batch_scaled': {len(bad)} of {finite.numel()} landmark kernels (image x "
-            f'head, flat indices {bad[:8]}) hold NaN or inf; this mode shares one Newton scale '
-            'across the whole batch (as the released SOFT++ code does), so every image of the '
-            "batch is now NaN. pinv_mode='newton' keeps the other images finite.",
-            RuntimeWarning, stacklevel=2)
+            f"pinv_mode='newton_batch_scaled': {len(bad)} of {finite.numel()} landmark kernels "
+            f'(image x head, flat indices {bad[:8]}) hold NaN or inf; this mode shares one Newton '
+            'scale across the whole batch (as the released SOFT++ code does), so every image of '
+            "the batch is now NaN. pinv_mode='newton' keeps the other images finite.",
+            RuntimeWarning,
+            stacklevel=2)
 
 
 def newton_schulz_pinv_macs(m: int, num_iters: int, mode: str) -> int:
@@ -197,9 +205,9 @@ def newton_schulz_pinv_macs(m: int, num_iters: int, mode: str) -> int:
     ``'newton_batch_scaled'`` recomputes ``alpha A A`` once per halving, a data-dependent count
     that is not included.
     """
-    macs = 2 * num_iters * m ** 3 + m ** 2
+    macs = 2 * num_iters * m**3 + m**2
     if PINV_MODE_ALIASES.get(mode, mode) != 'newton_shifted':
-        macs += m ** 3
+        macs += m**3
     return macs
 
 
@@ -219,7 +227,8 @@ class _NewtonSchulzPinv(torch.autograd.Function):
             return -(inv_t @ grad.to(inv_t.dtype) @ inv_t), None, None
 
 
-def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
+def newton_schulz_pinv(mat: torch.Tensor,
+                       num_iters: int = 20,
                        mode: str = 'newton_shifted') -> torch.Tensor:
     """Moore-Penrose inverse of a batch of (symmetric) matrices by Newton-Schulz iteration.
 
@@ -271,12 +280,14 @@ def newton_schulz_pinv(mat: torch.Tensor, num_iters: int = 20,
         return _NewtonSchulzPinv.apply(mat.to(_compute_dtype(mat)), num_iters, mode)
 
 
-def newton_schulz_pinv_reference(mat: torch.Tensor, num_iters: int = 20,
+def newton_schulz_pinv_reference(mat: torch.Tensor,
+                                 num_iters: int = 20,
                                  mode: str = 'newton_shifted') -> torch.Tensor:
     """Same iteration as :func:`newton_schulz_pinv` with plain autograd through every step.
 
     Matrices are handled one at a time with explicit Python loops; ``'newton'`` is literally
-    ``'newton_batch_scaled'`` applied to each matrix on its own. The scale is a constant for autograd
+    ``'newton_batch_scaled'`` applied to each matrix on its own. The scale is a constant for
+    autograd
     (it does not matter once the iteration has converged).
     """
     mode = resolve_pinv_mode(mode)
@@ -286,9 +297,9 @@ def newton_schulz_pinv_reference(mat: torch.Tensor, num_iters: int = 20,
     flat = mat.reshape(-1, *mat.shape[-2:])
     eye = _eye_like(mat)
 
-    def search(group):                       # the 'newton_batch_scaled' scale of a group
+    def search(group):  # the 'newton_batch_scaled' scale of a group
         group = [a.detach() for a in group]
-        alpha = 2 / max(float(a.sum(-1).max()) for a in group) ** 2
+        alpha = 2 / max(float(a.sum(-1).max()) for a in group)**2
         for _ in range(_MAX_HALVINGS):
             worst = max(float((eye - a @ (alpha * a)).abs().sum(0).max()) for a in group)
             if worst <= _SEARCH_TOL:
@@ -302,7 +313,7 @@ def newton_schulz_pinv_reference(mat: torch.Tensor, num_iters: int = 20,
     for a in flat:
         if mode == 'newton_shifted':
             target = a + _SHIFT * eye
-            alpha = _SAFETY * 2 / a.detach().sum(-1).max() ** 2
+            alpha = _SAFETY * 2 / a.detach().sum(-1).max()**2
         else:
             target = a
             alpha = global_alpha if mode == 'newton_batch_scaled' else search([a])
@@ -319,9 +330,13 @@ def _check_normalization(normalization: str) -> None:
                          f'choose one of {list(NORMALIZATIONS)}')
 
 
-def softmax_free_attention(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Tensor,
-                           normalization: str = 'none', pinv_mode: str = 'newton_shifted',
-                           num_iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
+def softmax_free_attention(q: torch.Tensor,
+                           landmarks: torch.Tensor,
+                           v: torch.Tensor,
+                           normalization: str = 'none',
+                           pinv_mode: str = 'newton_shifted',
+                           num_iters: int = 20,
+                           eps: float = 1e-6) -> torch.Tensor:
     """Gaussian-kernel Nystrom attention of SOFT / SOFT++ in O(N m d + N m^2 + m^3).
 
     Never forms an ``N x N`` matrix. Evaluated as ``(K1 A^+) (K1^T V)``, the released code's order.
@@ -353,24 +368,28 @@ def softmax_free_attention(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Te
     dtype = _compute_dtype(q)
     with torch.autocast(device_type=q.device.type, enabled=False):
         q, landmarks, v32 = q.to(dtype), landmarks.to(dtype), v.to(dtype)
-        k1 = gaussian_kernel(q, landmarks)                            # (B, h, N, m)
-        core = gaussian_kernel(landmarks, landmarks)                  # (B, h, m, m)
+        k1 = gaussian_kernel(q, landmarks)  # (B, h, N, m)
+        core = gaussian_kernel(landmarks, landmarks)  # (B, h, m, m)
         core_inv = newton_schulz_pinv(core, num_iters, pinv_mode)
         if normalization == 'core':
-            deg = core.sum(-1, keepdim=True).rsqrt()                   # (B, h, m, 1)
+            deg = core.sum(-1, keepdim=True).rsqrt()  # (B, h, m, 1)
             core_inv = deg * core_inv * deg.transpose(-1, -2)
         if normalization == 'full':
-            col = k1.sum(-2).unsqueeze(-1)                             # K1^T 1: (B, h, m, 1)
-            deg = (k1 @ (core_inv @ col)).clamp_min(eps).rsqrt()       # (B, h, N, 1)
+            col = k1.sum(-2).unsqueeze(-1)  # K1^T 1: (B, h, m, 1)
+            deg = (k1 @ (core_inv @ col)).clamp_min(eps).rsqrt()  # (B, h, N, 1)
             out = deg * ((k1 @ core_inv) @ (k1.transpose(-1, -2) @ (deg * v32)))
         else:
             out = (k1 @ core_inv) @ (k1.transpose(-1, -2) @ v32)
     return out.to(v.dtype)
 
 
-def softmax_free_attention_reference(q: torch.Tensor, landmarks: torch.Tensor, v: torch.Tensor,
-                                     normalization: str = 'none', pinv_mode: str = 'newton_shifted',
-                                     num_iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
+def softmax_free_attention_reference(q: torch.Tensor,
+                                     landmarks: torch.Tensor,
+                                     v: torch.Tensor,
+                                     normalization: str = 'none',
+                                     pinv_mode: str = 'newton_shifted',
+                                     num_iters: int = 20,
+                                     eps: float = 1e-6) -> torch.Tensor:
     """Same as :func:`softmax_free_attention` with ``S`` (``N x N``) materialised."""
     _check_normalization(normalization)
     dtype = _compute_dtype(q)
@@ -379,16 +398,18 @@ def softmax_free_attention_reference(q: torch.Tensor, landmarks: torch.Tensor, v
     core = gaussian_kernel_reference(landmarks, landmarks)
     core_inv = newton_schulz_pinv_reference(core, num_iters, pinv_mode)
     if normalization == 'core':
-        d_a = torch.diag_embed(core.sum(-1) ** -0.5)
+        d_a = torch.diag_embed(core.sum(-1)**-0.5)
         core_inv = d_a @ core_inv @ d_a
-    sim = k1 @ core_inv @ k1.transpose(-1, -2)                          # (B, h, N, N)
+    sim = k1 @ core_inv @ k1.transpose(-1, -2)  # (B, h, N, N)
     if normalization == 'full':
-        d_s = torch.diag_embed(sim.sum(-1).clamp_min(eps) ** -0.5)
+        d_s = torch.diag_embed(sim.sum(-1).clamp_min(eps)**-0.5)
         sim = d_s @ sim @ d_s
     return (sim @ v32).to(v.dtype)
 
 
-def landmark_grid_size(height: int, width: int, ratio: int,
+def landmark_grid_size(height: int,
+                       width: int,
+                       ratio: int,
                        max_landmarks: Optional[int] = None) -> Tuple[int, int]:
     """Landmark grid of a stage: ``floor(H / r) x floor(W / r)``, optionally bounded.
 
@@ -423,7 +444,7 @@ def landmark_grid_size(height: int, width: int, ratio: int,
     scale = math.sqrt(max_landmarks / (grid_h * grid_w))
     out_h = max(1, min(grid_h, int(grid_h * scale)))
     out_w = max(1, min(grid_w, int(grid_w * scale)))
-    while out_h * out_w > max_landmarks:     # only when one side was clamped up to 1
+    while out_h * out_w > max_landmarks:  # only when one side was clamped up to 1
         if out_h >= out_w:
             out_h -= 1
         else:

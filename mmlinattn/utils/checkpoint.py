@@ -1,12 +1,16 @@
 """Loading checkpoints safely under torch>=2.6 with mmengine 0.10.x, and saying why a file fails.
 
 torch 2.6 made ``torch.load`` default to ``weights_only=True``. mmengine <= 0.10.7 still calls
-``torch.load(filename, map_location=...)`` for local files, so a full training checkpoint (which pickles
-``HistoryBuffer`` objects and numpy arrays in its ``message_hub``) fails to load with ``UnpicklingError``.
-That breaks ``--resume``, ``load_from``, ``tools/test.py`` and the ``init_detector`` / ``init_model`` APIs.
+``torch.load(filename, map_location=...)`` for local files, so a full training checkpoint (which
+pickles
+``HistoryBuffer`` objects and numpy arrays in its ``message_hub``) fails to load with
+``UnpicklingError``.
+That breaks ``--resume``, ``load_from``, ``tools/test.py`` and the ``init_detector`` /
+``init_model`` APIs.
 
 Rather than switching the safety off globally (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), we replace
-mmengine's loader for local paths with one that keeps ``weights_only=True`` and allow-lists exactly the
+mmengine's loader for local paths with one that keeps ``weights_only=True`` and allow-lists exactly
+the
 types that mmengine checkpoints and the official RALA / SOFT checkpoints contain. Anything else is
 refused with a message naming the offending global, so an untrusted file can never run code.
 
@@ -25,11 +29,14 @@ from typing import Any, Iterable, List, Optional, Set
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
-__all__ = ['CheckpointError', 'UnsafeCheckpointError', 'UnreadableCheckpointError',
-           'CheckpointMismatchError', 'safe_globals_for_checkpoints', 'safe_torch_load',
-           'diagnose_checkpoint', 'pickle_globals', 'install_safe_checkpoint_loader',
-           'is_safe_loader_installed', 'uninstall_safe_checkpoint_loader', 'loader_switch_on',
-           'LOADER_ENV', 'register_load_check', 'run_load_checks', 'SETTINGS_KEY', 'encode_settings', 'decode_settings']
+__all__ = [
+    'CheckpointError', 'UnsafeCheckpointError', 'UnreadableCheckpointError',
+    'CheckpointMismatchError', 'safe_globals_for_checkpoints', 'safe_torch_load',
+    'diagnose_checkpoint', 'pickle_globals', 'install_safe_checkpoint_loader',
+    'is_safe_loader_installed', 'uninstall_safe_checkpoint_loader', 'loader_switch_on',
+    'LOADER_ENV', 'register_load_check', 'run_load_checks', 'SETTINGS_KEY', 'encode_settings',
+    'decode_settings'
+]
 
 
 class CheckpointError(ValueError):
@@ -51,7 +58,8 @@ class CheckpointMismatchError(CheckpointError):
 def safe_globals_for_checkpoints() -> List[Any]:
     """The classes and functions a trusted checkpoint may reference.
 
-    * ``argparse.Namespace``: the official RALA and SOFT training scripts pickle their CLI arguments.
+    * ``argparse.Namespace``: the official RALA and SOFT training scripts pickle their CLI
+    arguments.
     * ``HistoryBuffer`` and the numpy reconstruction helpers: mmengine's ``message_hub`` state.
     * ``getattr``: numpy 2 pickles dtypes as ``getattr(numpy.dtypes, 'Float64DType')``. The
       weights-only unpickler only *calls* allow-listed callables, so an attribute fetched this way
@@ -74,8 +82,10 @@ def safe_globals_for_checkpoints() -> List[Any]:
     return allowed
 
 
-def safe_torch_load(filename: str, map_location: Any = 'cpu',
-                    extra_globals: Optional[Iterable[Any]] = None, mmap: bool = False) -> Any:
+def safe_torch_load(filename: str,
+                    map_location: Any = 'cpu',
+                    extra_globals: Optional[Iterable[Any]] = None,
+                    mmap: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True`` and the checkpoint allow-list.
 
     The one loader of the project: mmengine's local-file scheme (``--resume``, ``load_from``,
@@ -130,12 +140,15 @@ def _allowed_global_names() -> Set[str]:
     return names
 
 
-_STRING_OPS = {'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE', 'SHORT_BINSTRING',
-               'BINSTRING', 'STRING'}
+_STRING_OPS = {
+    'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE', 'SHORT_BINSTRING', 'BINSTRING',
+    'STRING'
+}
 
 
 def pickle_globals(stream: io.BufferedIOBase, max_pickles: int = 8) -> List[str]:
-    """The ``module.name`` globals that the pickles in ``stream`` would import, without running them.
+    """The ``module.name`` globals that the pickles in ``stream`` would import, without running
+    them.
 
     Scans the opcodes only (:mod:`pickletools`); ``STACK_GLOBAL`` operands are recovered from the
     string pushes and memo before it. Several pickles in a row (torch's legacy format) are read up
@@ -193,8 +206,9 @@ def _python3_name(module: str, name: str) -> str:
 
 def _is_truncation(err: BaseException) -> bool:
     text = str(err)
-    return any(word in text for word in ('exhausted', 'remain', 'not enough data', 'EOF',
-                                         'no newline found'))
+    return any(
+        word in text
+        for word in ('exhausted', 'remain', 'not enough data', 'EOF', 'no newline found'))
 
 
 class _NotTorchArchive(Exception):
@@ -207,7 +221,8 @@ def _read_pickle_globals(filename: str) -> List[str]:
         with zipfile.ZipFile(filename) as archive:
             names = [n for n in archive.namelist() if n.endswith('data.pkl')]
             if not names:
-                raise _NotTorchArchive(f'a zip archive without data.pkl (members: {archive.namelist()[:3]})')
+                raise _NotTorchArchive(
+                    f'a zip archive without data.pkl (members: {archive.namelist()[:3]})')
             return pickle_globals(io.BufferedReader(io.BytesIO(archive.read(names[0]))))
     with open(filename, 'rb') as f:
         return pickle_globals(io.BufferedReader(f))
@@ -289,14 +304,17 @@ def diagnose_checkpoint(filename: str, error: Optional[BaseException] = None) ->
 
 
 def _is_plain_pickle(head: bytes) -> bool:
-    # torch's legacy format starts with its magic number pickled as a long (protocol 2: 0x80 0x02 0x8a)
+    # torch's legacy format starts with its magic number pickled as a long (protocol 2: 0x80 0x02
+    # 0x8a)
     return not head.startswith(b'\x80\x02\x8a')
 
 
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    lines = [line for line in lines
-             if not any(w in line.lower() for w in ('weights_only', 'weights only', 'global'))]
+    lines = [
+        line for line in lines
+        if not any(w in line.lower() for w in ('weights_only', 'weights only', 'global'))
+    ]
     return (lines[0] if lines else type(error).__name__)[:160]
 
 
@@ -386,8 +404,9 @@ def decode_settings(value: Any) -> dict:
     try:
         record = json.loads(bytes(value.to(torch.uint8).tolist()).decode('utf-8'))
     except (AttributeError, TypeError, ValueError) as err:
-        raise CheckpointError(f'the checkpoint\'s {SETTINGS_KEY} entry is not an mmlinattn settings '
-                              f'record ({type(err).__name__})') from None
+        raise CheckpointError(
+            f'the checkpoint\'s {SETTINGS_KEY} entry is not an mmlinattn settings '
+            f'record ({type(err).__name__})') from None
     if not isinstance(record, dict) or record.pop('format', None) != _SETTINGS_FORMAT:
         raise CheckpointError(f"the checkpoint's {SETTINGS_KEY} entry is not an mmlinattn settings "
                               'record')

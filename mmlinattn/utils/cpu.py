@@ -33,8 +33,10 @@ from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 
-__all__ = ['has_sync_batchnorm', 'revert_sync_batchnorm_if_no_cuda', 'CPUAmpOptimWrapper',
-           'CPUDistributedDataParallel', 'init_cpu_process_group', 'prepare_cpu_run']
+__all__ = [
+    'has_sync_batchnorm', 'revert_sync_batchnorm_if_no_cuda', 'CPUAmpOptimWrapper',
+    'CPUDistributedDataParallel', 'init_cpu_process_group', 'prepare_cpu_run'
+]
 
 _DEFAULT_PORT = '29500'
 _EXIT_BARRIER_S = 120
@@ -82,8 +84,10 @@ def revert_sync_batchnorm_if_no_cuda(model: nn.Module) -> nn.Module:
     count = sum(isinstance(m, types) for m in model.modules())
     model = revert_sync_batchnorm(model)
     if _is_main_process():
-        print_log(f'CUDA is not available: converted {count} SyncBN layers to BN '
-                  '(statistics are per process)', logger='current')
+        print_log(
+            f'CUDA is not available: converted {count} SyncBN layers to BN '
+            '(statistics are per process)',
+            logger='current')
     return model
 
 
@@ -103,8 +107,10 @@ class CPUAmpOptimWrapper(OptimWrapper):
             ``accumulative_counts``).
     """
 
-    def __init__(self, dtype: Union[str, torch.dtype] = 'bfloat16',
-                 loss_scale: Optional[object] = None, **kwargs):
+    def __init__(self,
+                 dtype: Union[str, torch.dtype] = 'bfloat16',
+                 loss_scale: Optional[object] = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, None)
@@ -134,8 +140,10 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 
 
 def _first_host(node_list: str) -> str:
-    out = subprocess.run(['scontrol', 'show', 'hostname', node_list], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(['scontrol', 'show', 'hostname', node_list],
+                         capture_output=True,
+                         text=True,
+                         check=True).stdout
     return out.split()[0]
 
 
@@ -233,8 +241,8 @@ def prepare_cpu_run(cfg) -> List[str]:
         if wrapper_cfg.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
             wrapper_cfg = dict(wrapper_cfg, type='CPUDistributedDataParallel')
             wrapper_cfg.setdefault('broadcast_buffers', False)  # as the Runner's default DDP
-            wrapper_cfg.setdefault('find_unused_parameters',
-                                   cfg.get('find_unused_parameters', False))
+            wrapper_cfg.setdefault('find_unused_parameters', cfg.get('find_unused_parameters',
+                                                                     False))
             cfg.model_wrapper_cfg = wrapper_cfg
         changes.append(f'CUDA is not available: distributed run ({launcher}) on the CPU with the '
                        f'gloo backend, {torch_dist.get_world_size()} processes')

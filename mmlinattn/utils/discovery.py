@@ -21,6 +21,8 @@ def import_submodules(package: str) -> List[ModuleType]:
         list[module]: the imported submodules.
     """
     root = importlib.import_module(package)
-    return [importlib.import_module(f'{package}.{info.name}')
-            for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name)
-            if not info.name.startswith('_')]
+    return [
+        importlib.import_module(f'{package}.{info.name}')
+        for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name)
+        if not info.name.startswith('_')
+    ]

@@ -1,4 +1,5 @@
-"""Config loading and pre-flight checks shared by ``tools/train.py``, ``tools/test.py`` and the demo.
+"""Config loading and pre-flight checks shared by ``tools/train.py``, ``tools/test.py`` and the
+demo.
 
 Everything a user can get wrong before a run starts (a config path typo, a dataset that was never
 created, a config without the dataloader the command needs) is turned into a :class:`UserInputError`
@@ -11,16 +12,18 @@ from typing import Iterable, List, Optional
 
 from mmengine.config import Config
 
-__all__ = ['UserInputError', 'load_config', 'task_of', 'check_datasets', 'check_checkpoint',
-           'resume_checkpoint', 'check_train_loop']
+__all__ = [
+    'UserInputError', 'load_config', 'task_of', 'check_datasets', 'check_checkpoint',
+    'resume_checkpoint', 'check_train_loop'
+]
 
 #: which command creates the data a config points at, keyed by a substring of the data root.
 _DATA_HINTS = (
     ('demo', 'create it with: python tools/make_demo_data.py'),
     ('coco', 'put COCO 2017 in data/coco/ (see README "Datasets") or point the config at it with '
-             '--cfg-options train_dataloader.dataset.data_root=/path/to/coco/'),
+     '--cfg-options train_dataloader.dataset.data_root=/path/to/coco/'),
     ('ade', 'put ADEChallengeData2016 in data/ade/ (see README "Datasets") or point the config at '
-            'it with --cfg-options train_dataloader.dataset.data_root=/path/to/ADEChallengeData2016/'),
+     'it with --cfg-options train_dataloader.dataset.data_root=/path/to/ADEChallengeData2016/'),
 )
 
 
@@ -124,7 +127,7 @@ def _validate_checkpoint(path: str):
         checkpoint = safe_torch_load(path, mmap=True)
     except FileNotFoundError:
         raise CheckpointError(f'{path}: no such file') from None
-    run_load_checks(checkpoint, path)      # e.g. an official layout that must be converted first
+    run_load_checks(checkpoint, path)  # e.g. an official layout that must be converted first
     return checkpoint
 
 
@@ -158,8 +161,10 @@ def check_checkpoint(cfg: Config, path: str, flag: str) -> None:
     state = _backbone_state(checkpoint)
     model_cfg = cfg.get('model')
     backbone_cfg = model_cfg.get('backbone') if isinstance(model_cfg, dict) else None
-    backbone_state = {k[len('backbone.'):]: v for k, v in state.items()
-                      if k.startswith('backbone.')}
+    backbone_state = {
+        k[len('backbone.'):]: v
+        for k, v in state.items() if k.startswith('backbone.')
+    }
     if not backbone_state or not backbone_cfg:
         return
     backbone = _build_on_meta(cfg, backbone_cfg)
@@ -190,8 +195,9 @@ def _build_on_meta(cfg: Config, backbone_cfg):
 
 def _intact_checkpoints(work_dir: str, skip: str) -> Optional[str]:
     """The newest loadable ``*.pth`` in ``work_dir`` other than ``skip``, or None."""
-    candidates = [p for p in glob.glob(osp.join(work_dir, '*.pth'))
-                  if osp.abspath(p) != osp.abspath(skip)]
+    candidates = [
+        p for p in glob.glob(osp.join(work_dir, '*.pth')) if osp.abspath(p) != osp.abspath(skip)
+    ]
     candidates.sort(key=lambda p: osp.getmtime(p), reverse=True)
     from .checkpoint import CheckpointError
     for candidate in candidates:
@@ -229,8 +235,8 @@ def resume_checkpoint(cfg: Config, resume: str) -> Optional[str]:
     except UserInputError as err:
         good = _intact_checkpoints(osp.dirname(path) or work_dir, skip=path)
         hint = (f'; the newest intact checkpoint there is {good}: resume from it with '
-                f'--resume {good}' if good else
-                '; no intact checkpoint is left there: train again without --resume')
+                f'--resume {good}'
+                if good else '; no intact checkpoint is left there: train again without --resume')
         message = str(err)
         if named != path:
             message = message.replace(path, named, 1)
@@ -249,8 +255,8 @@ def check_train_loop(cfg: Config) -> None:
         UserInputError: naming the loop and the option that works.
     """
     train_cfg = cfg.get('train_cfg') or {}
-    loop = train_cfg.get('type') or ('EpochBasedTrainLoop' if train_cfg.get('by_epoch', True)
-                                     else 'IterBasedTrainLoop')
+    loop = train_cfg.get('type') or ('EpochBasedTrainLoop'
+                                     if train_cfg.get('by_epoch', True) else 'IterBasedTrainLoop')
     epochs = 'Epoch' in loop
     wrong, right = ('max_iters', 'max_epochs') if epochs else ('max_epochs', 'max_iters')
     if wrong in train_cfg:

@@ -14,10 +14,10 @@ import torch
 import mmlinattn  # noqa: F401
 from mmlinattn.analysis import benchmark as bm
 from mmlinattn.analysis.official import official_algorithm
-from mmlinattn.ops import get_op
 from mmlinattn.models.backbones.ravlt import RAVLT
 from mmlinattn.models.backbones.soft import SOFT
 from mmlinattn.models.layers import LayerNorm2d
+from mmlinattn.ops import get_op
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATA = osp.join(ROOT, 'tests', 'data', 'official')
@@ -46,8 +46,9 @@ def test_official_ravlt_path_matches_the_official_fixture():
     with open(osp.join(DATA, 'ravlt_custom.json')) as f:
         kwargs = json.load(f)['detection_backbone']['kwargs']
     arch = {k: kwargs[k] for k in ('embed_dims', 'depths', 'num_heads')}
-    model = RAVLT(arch=arch, init_cfg=dict(type='Pretrained',
-                                           checkpoint=osp.join(DATA, 'ravlt_custom_det.pth')))
+    model = RAVLT(
+        arch=arch,
+        init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, 'ravlt_custom_det.pth')))
     model.init_weights()
     model.eval()
     io = torch.load(osp.join(DATA, 'ravlt_custom_io.pt'), weights_only=True)
@@ -68,8 +69,8 @@ def test_official_ravlt_path_equals_fast_path_forward_and_gradients():
     with official_algorithm(model):
         assert model.stages[3].blocks[0].attn.attn_op is get_op('rope_softmax', 'explicit')
         ref = model(x)
-        grads_ref = torch.autograd.grad(sum(o.square().mean() for o in ref),
-                                        [x, *model.parameters()])
+        grads_ref = torch.autograd.grad(
+            sum(o.square().mean() for o in ref), [x, *model.parameters()])
     for a, b in zip(fast, ref):
         assert rel_error(a, b) <= 1e-12
     for a, b in zip(grads_fast, grads_ref):
@@ -101,8 +102,8 @@ def test_official_soft_path_grows_the_landmarks_like_the_released_models():
             as_official = bounded(x)
         expected = official(x)
         restored = bounded(x)
-    assert rel_error(plain[0], expected[0]) > 1e-3          # the bound changes the maths ...
-    for a, b in zip(as_official, expected):                  # ... and the official path undoes it
+    assert rel_error(plain[0], expected[0]) > 1e-3  # the bound changes the maths ...
+    for a, b in zip(as_official, expected):  # ... and the official path undoes it
         assert rel_error(a, b) <= 1e-6
     for a, b in zip(restored, plain):
         assert torch.equal(a, b)
@@ -119,26 +120,26 @@ def test_official_algorithm_rejects_other_models():
 
 
 def test_peak_memory_is_the_most_tensor_bytes_live_at_once():
-    mib, cpu, state = 2 ** 20, torch.device('cpu'), {}
+    mib, cpu, state = 2**20, torch.device('cpu'), {}
 
     def together():
-        x = torch.ones(64, mib)                  # 256 MiB
-        y = x * 2                                # + 256 MiB while x lives
+        x = torch.ones(64, mib)  # 256 MiB
+        y = x * 2  # + 256 MiB while x lives
         del x, y
 
     def one_after_another():
         for _ in range(3):
-            torch.ones(64, mib).add_(1)          # 256 MiB, freed before the next
+            torch.ones(64, mib).add_(1)  # 256 MiB, freed before the next
 
-    def replace_after_freeing():                 # like gradients set to None, then recomputed
+    def replace_after_freeing():  # like gradients set to None, then recomputed
         state.pop('grad', None)
         state['grad'] = torch.ones(32, mib)
 
-    def replace_while_alive():                   # the new one exists before the old is freed
+    def replace_while_alive():  # the new one exists before the old is freed
         new = torch.ones(32, mib)
         state['grad'] = new
 
-    def close(measured, expected):               # exact up to a few scalars (e.g. the 2 above)
+    def close(measured, expected):  # exact up to a few scalars (e.g. the 2 above)
         return abs(measured - expected) <= 4096
 
     assert close(bm.peak_memory(together, cpu), 512 * mib)
@@ -149,10 +150,10 @@ def test_peak_memory_is_the_most_tensor_bytes_live_at_once():
 
 
 def test_peak_of_allocations_is_the_highest_running_sum_in_time_order():
-    events = [(30, -5), (10, 4), (20, 6), (40, 2), (50, -7)]       # unordered on purpose
+    events = [(30, -5), (10, 4), (20, 6), (40, 2), (50, -7)]  # unordered on purpose
     assert bm.peak_of_allocations(events) == 10
     assert bm.peak_of_allocations([(1, -3), (2, 2)]) == 0
-    assert bm.peak_of_allocations([(1, 5), (1, -5), (1, 4)]) == 5   # equal times keep order
+    assert bm.peak_of_allocations([(1, 5), (1, -5), (1, 4)]) == 5  # equal times keep order
     assert bm.peak_of_allocations([]) == 0
 
 
@@ -183,13 +184,21 @@ def test_cpu_peak_memory_matches_the_kernels_high_water_mark():
     """Independent oracle: in a process whose glibc hands every block over 64 KiB straight back to
     the kernel (mmap threshold pinned from the start), the kernel's resident high-water mark over a
     forward+backward step is the step's live memory; the profiler-based probe must agree."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='131072',
-               PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, '-c', HIGH_WATER_MARK, json.dumps(SMALL_RAVLT)],
-                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    env = dict(
+        os.environ,
+        MALLOC_MMAP_THRESHOLD_='65536',
+        MALLOC_TRIM_THRESHOLD_='131072',
+        PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, '-c', HIGH_WATER_MARK,
+                          json.dumps(SMALL_RAVLT)],
+                         env=env,
+                         capture_output=True,
+                         text=True,
+                         timeout=300,
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     kernel_peak, probe_peak = json.loads(out.stdout.strip().splitlines()[-1])
-    assert kernel_peak > 20 * bm.MIB                      # a real step, not noise
+    assert kernel_peak > 20 * bm.MIB  # a real step, not noise
     assert abs(probe_peak - kernel_peak) <= 0.03 * kernel_peak + 2 * bm.MIB
 
 
@@ -206,7 +215,7 @@ def test_matmul_rate_is_multiply_adds_per_second():
 
 def test_loglog_slope_and_power_law():
     xs = [4096, 8192, 16384, 65536]
-    assert bm.loglog_slope(xs, [3 * x ** 1.5 for x in xs]) == pytest.approx(1.5)
+    assert bm.loglog_slope(xs, [3 * x**1.5 for x in xs]) == pytest.approx(1.5)
     x, e = bm.power_law_solve(100, 10, 400, 160, 2560)
     assert e == pytest.approx(2.0) and x == pytest.approx(1600)
     with pytest.raises(ValueError):
@@ -220,8 +229,9 @@ def test_op_rows_compute_what_they_name():
     assert t['sin'].shape == (120, 16)
     sdpa = ops['RoPE softmax via SDPA (ours; RAVLT stages 3-4)'].fn(t)
     explicit = ops['RoPE softmax explicit (official)'].fn(t)
-    assert rel_error(sdpa, rope_softmax_attention_reference(t['q'], t['k'], t['v'], t['sin'],
-                                                            t['cos'])) < 1e-5
+    assert rel_error(sdpa,
+                     rope_softmax_attention_reference(t['q'], t['k'], t['v'], t['sin'],
+                                                      t['cos'])) < 1e-5
     assert rel_error(sdpa, explicit) < 1e-5
     # bounded and official SOFT rows agree while N / 64 <= 256 landmarks
     t = bm.make_op_inputs(4096, 1, 2, 16, torch.device('cpu'), False)
@@ -245,30 +255,57 @@ def test_every_backbone_row_builds_and_official_rows_share_weights():
 
 def _row(model, size, fwd, mem=100.0, role='ours', **extra):
     h, w = (int(v) for v in size.split('x'))
-    return dict(model=model, role=role, input=size, pixels=h * w, fwd_s=fwd, fwdbwd_s=3 * fwd,
-                peak_fwd_mib=mem, peak_fwdbwd_mib=2 * mem, status='ok', **extra)
+    return dict(
+        model=model,
+        role=role,
+        input=size,
+        pixels=h * w,
+        fwd_s=fwd,
+        fwdbwd_s=3 * fwd,
+        peak_fwd_mib=mem,
+        peak_fwdbwd_mib=2 * mem,
+        status='ok',
+        **extra)
 
 
 def test_ratios_targets_and_largest_square():
     tool = load_tool()
-    rows = [_row('RAVLT-S', '800x1344', 2.0, achieved_gflops_s=20.0),
-            _row('RAVLT-S (official alg.)', '800x1344', 4.0, role='official'),
-            _row('Swin-T', '800x1344', 2.5, role='peer'),
-            _row('SOFT++-S (bounded)', '800x1344', 1.0),
-            _row('SOFT++-S (official alg.)', '800x1344', 30.0, role='official'),
-            _row('SOFT++-S (bounded)', '512x512', 0.5, mem=100.0),
-            _row('SOFT++-S (bounded)', '2048x2048', 0.5 * 16 * 1.1 ** 4, mem=1600.0)]
+    rows = [
+        _row('RAVLT-S', '800x1344', 2.0, achieved_gflops_s=20.0),
+        _row('RAVLT-S (official alg.)', '800x1344', 4.0, role='official'),
+        _row('Swin-T', '800x1344', 2.5, role='peer'),
+        _row('SOFT++-S (bounded)', '800x1344', 1.0),
+        _row('SOFT++-S (official alg.)', '800x1344', 30.0, role='official'),
+        _row('SOFT++-S (bounded)', '512x512', 0.5, mem=100.0),
+        _row('SOFT++-S (bounded)', '2048x2048', 0.5 * 16 * 1.1**4, mem=1600.0)
+    ]
     ops = []
     for n in (1024, 4096, 16384, 65536):
-        ops.append(dict(op='RALA', role='ours', tokens=n, fwd_s=n * 1e-6, fwdbwd_s=n * 1e-6,
-                        peak_fwdbwd_mib=n / 1024.0, status='ok'))
-        ops.append(dict(op=tool.BASELINE_OP, role='baseline', tokens=n, fwd_s=n * 2e-6,
-                        fwdbwd_s=(n / 4096) ** 2 * 4096e-6, peak_fwdbwd_mib=1.0, status='ok'))
+        ops.append(
+            dict(
+                op='RALA',
+                role='ours',
+                tokens=n,
+                fwd_s=n * 1e-6,
+                fwdbwd_s=n * 1e-6,
+                peak_fwdbwd_mib=n / 1024.0,
+                status='ok'))
+        ops.append(
+            dict(
+                op=tool.BASELINE_OP,
+                role='baseline',
+                tokens=n,
+                fwd_s=n * 2e-6,
+                fwdbwd_s=(n / 4096)**2 * 4096e-6,
+                peak_fwdbwd_mib=1.0,
+                status='ok'))
     tool.add_ratios(rows, ops)
     assert rows[0]['fwd_vs_official'] == pytest.approx(0.5)
     assert rows[0]['fwd_vs_swin_t'] == pytest.approx(0.8)
-    train = [dict(model='Mask R-CNN RAVLT-S', input='2x800x1344', step_s=9.0, status='ok'),
-             dict(model='Mask R-CNN Swin-T', input='2x800x1344', step_s=10.0, status='ok')]
+    train = [
+        dict(model='Mask R-CNN RAVLT-S', input='2x800x1344', step_s=9.0, status='ok'),
+        dict(model='Mask R-CNN Swin-T', input='2x800x1344', step_s=10.0, status='ok')
+    ]
     targets = {t['target']: t for t in tool.evaluate_targets(rows, ops, train, 100e9)}
     assert targets['RAVLT-S forward 800x1344, time vs official algorithm']['met'] is True
     assert targets['Mask R-CNN train step RAVLT-S / Swin-T']['measured'] == pytest.approx(0.9)
@@ -283,7 +320,7 @@ def test_ratios_targets_and_largest_square():
     assert targets['RAVLT-S: achieved FLOP/s / float32 matmul FLOP/s']['measured'] == \
         pytest.approx(0.2)
     assert targets['SOFT++ attention (m<=256): peak memory log-log slope 4k-64k tokens'][
-        'met'] is None                                      # no rows for it: not measured
+        'met'] is None  # no rows for it: not measured
     squares = tool.largest_square(rows)
     side = squares['SOFT++-S (bounded)']['side']
     assert side == pytest.approx(math.sqrt(16 * 1024 / 1600) * 2048, rel=1e-3)
@@ -291,14 +328,18 @@ def test_ratios_targets_and_largest_square():
 
 def test_quick_cli_run_writes_every_artifact(tmp_path):
     tool = load_tool()
-    tool.main(['--quick', '--out', str(tmp_path), '--models', 'RAVLT-T', 'RAVLT-T (official alg.)',
-               '--sizes', '64x64', '64x96', '--tokens', '256', '--skip-train-step',
-               '--flops-size', '64x64', '--repeats', '1', '--max-call-seconds', '600'])
+    tool.main([
+        '--quick', '--out',
+        str(tmp_path), '--models', 'RAVLT-T', 'RAVLT-T (official alg.)', '--sizes', '64x64',
+        '64x96', '--tokens', '256', '--skip-train-step', '--flops-size', '64x64', '--repeats', '1',
+        '--max-call-seconds', '600'
+    ])
     with open(tmp_path / 'resolution.csv') as f:
         rows = list(csv.DictReader(f))
-    assert [(r['model'], r['input'], r['status']) for r in rows] == [
-        ('RAVLT-T', '64x64', 'ok'), ('RAVLT-T', '64x96', 'ok'),
-        ('RAVLT-T (official alg.)', '64x64', 'ok'), ('RAVLT-T (official alg.)', '64x96', 'ok')]
+    assert [(r['model'], r['input'], r['status'])
+            for r in rows] == [('RAVLT-T', '64x64', 'ok'), ('RAVLT-T', '64x96', 'ok'),
+                               ('RAVLT-T (official alg.)', '64x64', 'ok'),
+                               ('RAVLT-T (official alg.)', '64x96', 'ok')]
     assert float(rows[0]['gflops']) > 0 and float(rows[0]['fwd_vs_official']) > 0
     with open(tmp_path / 'ops.csv') as f:
         ops = list(csv.DictReader(f))
@@ -313,17 +354,23 @@ def test_quick_cli_run_writes_every_artifact(tmp_path):
 
 def test_retain_heap_reexecutes_with_the_allocator_variables(tmp_path):
     tool = load_tool()
-    args = ['--retain-heap', '--quick', '--out', str(tmp_path), '--models', 'RAVLT-T',
-            '--sizes', '64x64', '--skip-ops', '--skip-train-step', '--no-plots',
-            '--flops-size', '64x64', '--repeats', '1']
+    args = [
+        '--retain-heap', '--quick', '--out',
+        str(tmp_path), '--models', 'RAVLT-T', '--sizes', '64x64', '--skip-ops', '--skip-train-step',
+        '--no-plots', '--flops-size', '64x64', '--repeats', '1'
+    ]
     env = {k: v for k, v in os.environ.items() if k not in tool.RETAIN_HEAP_ENV}
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'),
-                           *args], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert summary['meta']['allocator'] == 'retain-heap'     # the re-executed process had them
+    assert summary['meta']['allocator'] == 'retain-heap'  # the re-executed process had them
     assert 'allocator: retain-heap' in (tmp_path / 'summary.md').read_text()
-    if not tool._retain_heap_active():                        # as a function it never execs
+    if not tool._retain_heap_active():  # as a function it never execs
         with pytest.raises(RuntimeError, match='MALLOC_MMAP_THRESHOLD_=4294967296'):
             tool.main(args)
 
@@ -344,13 +391,13 @@ def test_committed_results_change_only_with_update_docs(capsys, monkeypatch, tmp
     assert args.out.startswith(osp.join('work_dirs', 'benchmark', ''))
     docs = osp.join(ROOT, 'docs', 'benchmarks')
     assert osp.abspath(tool.parse_args(['--update-docs']).out) == docs
-    for argv, message in [
-            (['--quick', '--out', docs], 'a run with --quick would replace them'),
-            (['--update-docs', '--quick'], 'a run with --quick would replace them'),
-            (['--update-docs', '--models', 'RAVLT-S'], 'a run with --models would replace'),
-            (['--update-docs', '--skip-ops'], 'a run with --skip-ops would replace'),
-            (['--out', docs], 'update them on purpose with --update-docs'),
-            (['--update-docs', '--out', str(tmp_path)], 'drop --out')]:
+    for argv, message in [(['--quick', '--out', docs], 'a run with --quick would replace them'),
+                          (['--update-docs', '--quick'], 'a run with --quick would replace them'),
+                          (['--update-docs', '--models',
+                            'RAVLT-S'], 'a run with --models would replace'),
+                          (['--update-docs', '--skip-ops'], 'a run with --skip-ops would replace'),
+                          (['--out', docs], 'update them on purpose with --update-docs'),
+                          (['--update-docs', '--out', str(tmp_path)], 'drop --out')]:
         with pytest.raises(SystemExit) as info:
             tool.parse_args(argv)
         assert info.value.code == 2

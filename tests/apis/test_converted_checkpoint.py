@@ -42,15 +42,20 @@ def _keys_after(label, log):
 
 def test_converted_whole_model_loads_with_no_missing_backbone_key(tmp_path, capfd):
     converted = tmp_path / 'ravlt_custom_maskrcnn.pth'
-    proc = subprocess.run(
-        [sys.executable, 'tools/convert_checkpoint.py', OFFICIAL, str(converted),
-         '--whole-model', '--allow-custom'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([
+        sys.executable, 'tools/convert_checkpoint.py', OFFICIAL,
+        str(converted), '--whole-model', '--allow-custom'
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'variant: custom' in proc.stdout
     assert '0 missing, 0 unexpected' in proc.stdout
     saved = torch.load(converted, map_location='cpu', weights_only=True)
     assert saved['meta']['whole_model'] is True
-    assert 'neck.lateral_convs.0.conv.weight' in saved['state_dict']   # neck kept
+    assert 'neck.lateral_convs.0.conv.weight' in saved['state_dict']  # neck kept
 
     config = tmp_path / 'maskrcnn_ravlt_custom.py'
     config.write_text(CUSTOM_MASK_RCNN)
@@ -61,7 +66,7 @@ def test_converted_whole_model_loads_with_no_missing_backbone_key(tmp_path, capf
 
     missing = _keys_after('missing keys in source state_dict:', log)
     unexpected = _keys_after('unexpected key in source state_dict:', log)
-    assert missing, log                     # the heads are not in the official file ...
+    assert missing, log  # the heads are not in the official file ...
     assert not [k for k in missing if k.startswith(('backbone.', 'neck.lateral_convs.0.'))]
     assert not unexpected, unexpected
     expected_missing = sorted(k for k in model.state_dict() if k not in saved['state_dict'])

@@ -13,7 +13,7 @@ import torch
 
 import mmlinattn  # noqa: F401
 
-PHOTO_SHAPE = (400, 600)     # skimage.data.coffee()
+PHOTO_SHAPE = (400, 600)  # skimage.data.coffee()
 
 
 def check_detection(result, num_classes=3):
@@ -30,8 +30,8 @@ def check_detection(result, num_classes=3):
     assert pred.masks.shape == (num, *PHOTO_SHAPE) and pred.masks.dtype == torch.bool
     boxes = pred.bboxes
     assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
-    assert (boxes[:, 2] <= PHOTO_SHAPE[1] + 1e-3).all() and (boxes[:, 3] <= PHOTO_SHAPE[0]
-                                                              + 1e-3).all()
+    assert (boxes[:, 2] <= PHOTO_SHAPE[1] + 1e-3).all() and (boxes[:, 3]
+                                                             <= PHOTO_SHAPE[0] + 1e-3).all()
 
 
 def check_segmentation(result, num_classes=4):
@@ -84,8 +84,11 @@ def test_apis_with_custom_imports_only(photograph, demo_checkpoints, tmp_path):
     det_cfg, det_ckpt = demo_checkpoints['det']
     seg_cfg, seg_ckpt = demo_checkpoints['seg']
     proc = subprocess.run(
-        [sys.executable, '-c', FRESH_INTERPRETER, det_cfg, det_ckpt, seg_cfg, seg_ckpt,
-         photograph], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [sys.executable, '-c', FRESH_INTERPRETER, det_cfg, det_ckpt, seg_cfg, seg_ckpt, photograph],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shapes = json.loads(proc.stdout.strip().splitlines()[-1])
     num = shapes['bboxes'][0]

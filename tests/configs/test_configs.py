@@ -20,7 +20,7 @@ from mmlinattn.archs import ARCH_TABLES
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob('*.py'))
-TABLES = {table.backbone.lower(): table for table in ARCH_TABLES.values()}   # 'ravlt', 'soft'
+TABLES = {table.backbone.lower(): table for table in ARCH_TABLES.values()}  # 'ravlt', 'soft'
 NAME_RE = re.compile(r'^(?P<head>maskrcnn|cascade_maskrcnn|retinanet|upernet|fpn)_'
                      rf'(?P<backbone>{"|".join(TABLES)})_(?P<variant>[a-z])_'
                      r'(?:(?P<dataset>coco|ade20k)(?P<schedule>_3x)?|demo)$')
@@ -52,22 +52,37 @@ OPTIM = {
 
 # Parameter counts (millions) in the official READMEs (RALA; SOFT for the SOFT-*-Norm models).
 PAPER_PARAMS_M = {
-    'retinanet_ravlt_t_coco': 24, 'retinanet_ravlt_s_coco': 34,
-    'retinanet_ravlt_b_coco': 57, 'retinanet_ravlt_l_coco': 104,
-    'maskrcnn_ravlt_t_coco': 33, 'maskrcnn_ravlt_s_coco': 44,
-    'maskrcnn_ravlt_b_coco': 67, 'maskrcnn_ravlt_l_coco': 114,
-    'maskrcnn_ravlt_s_coco_3x': 44, 'maskrcnn_ravlt_b_coco_3x': 67,
+    'retinanet_ravlt_t_coco': 24,
+    'retinanet_ravlt_s_coco': 34,
+    'retinanet_ravlt_b_coco': 57,
+    'retinanet_ravlt_l_coco': 104,
+    'maskrcnn_ravlt_t_coco': 33,
+    'maskrcnn_ravlt_s_coco': 44,
+    'maskrcnn_ravlt_b_coco': 67,
+    'maskrcnn_ravlt_l_coco': 114,
+    'maskrcnn_ravlt_s_coco_3x': 44,
+    'maskrcnn_ravlt_b_coco_3x': 67,
     'maskrcnn_ravlt_l_coco_3x': 114,
-    'cascade_maskrcnn_ravlt_s_coco_3x': 82, 'cascade_maskrcnn_ravlt_b_coco_3x': 105,
+    'cascade_maskrcnn_ravlt_s_coco_3x': 82,
+    'cascade_maskrcnn_ravlt_b_coco_3x': 105,
     'cascade_maskrcnn_ravlt_l_coco_3x': 152,
-    'fpn_ravlt_t_ade20k': 18, 'fpn_ravlt_s_ade20k': 28, 'fpn_ravlt_b_ade20k': 51,
+    'fpn_ravlt_t_ade20k': 18,
+    'fpn_ravlt_s_ade20k': 28,
+    'fpn_ravlt_b_ade20k': 51,
     'fpn_ravlt_l_ade20k': 98,
-    'upernet_ravlt_s_ade20k': 55, 'upernet_ravlt_b_ade20k': 77, 'upernet_ravlt_l_ade20k': 125,
-    'retinanet_soft_t_coco': 23, 'retinanet_soft_s_coco': 34, 'retinanet_soft_m_coco': 55,
+    'upernet_ravlt_s_ade20k': 55,
+    'upernet_ravlt_b_ade20k': 77,
+    'upernet_ravlt_l_ade20k': 125,
+    'retinanet_soft_t_coco': 23,
+    'retinanet_soft_s_coco': 34,
+    'retinanet_soft_m_coco': 55,
     'retinanet_soft_l_coco': 74,
-    'maskrcnn_soft_t_coco': 33, 'maskrcnn_soft_s_coco': 44, 'maskrcnn_soft_m_coco': 65,
+    'maskrcnn_soft_t_coco': 33,
+    'maskrcnn_soft_s_coco': 44,
+    'maskrcnn_soft_m_coco': 65,
     'maskrcnn_soft_l_coco': 84,
-    'upernet_soft_s_ade20k': 54, 'upernet_soft_m_ade20k': 76,
+    'upernet_soft_s_ade20k': 54,
+    'upernet_soft_m_ade20k': 76,
 }
 
 
@@ -164,7 +179,7 @@ def test_backbone_variant_and_pretrained_placeholder(name):
     backbone = _load(name).model.backbone
     assert backbone.arch == parts['variant']
     arch = registry(_load(name)).get(backbone.type).parse_arch(backbone.arch)
-    assert arch == table.get(parts['variant'])         # the variant its file name says
+    assert arch == table.get(parts['variant'])  # the variant its file name says
     assert tuple(backbone.out_indices) == (0, 1, 2, 3)
     assert backbone.norm_cfg == dict(type='SyncBN', requires_grad=True)
     if parts['backbone'] == 'ravlt':
@@ -192,10 +207,11 @@ def test_heads_data_and_schedule(name):
     if parts['dataset'] == 'coco':
         assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
         assert cfg.val_dataloader.dataset.data_root == 'data/coco/'
-        heads = {'retinanet': lambda: [model.bbox_head],
-                 'maskrcnn': lambda: [model.roi_head.bbox_head, model.roi_head.mask_head],
-                 'cascade_maskrcnn': lambda: [*model.roi_head.bbox_head,
-                                              model.roi_head.mask_head]}[parts['head']]()
+        heads = {
+            'retinanet': lambda: [model.bbox_head],
+            'maskrcnn': lambda: [model.roi_head.bbox_head, model.roi_head.mask_head],
+            'cascade_maskrcnn': lambda: [*model.roi_head.bbox_head, model.roi_head.mask_head]
+        }[parts['head']]()
         assert [head.num_classes for head in heads] == [80] * len(heads)
         batch = 1 if name == 'maskrcnn_ravlt_l_coco_3x' else 2  # official L 3x: 1 per GPU
         assert cfg.train_dataloader.batch_size == batch
@@ -243,10 +259,12 @@ def test_heads_data_and_schedule(name):
 
 def expected_no_decay(backbone, rule):
     """Names of the backbone parameters that the recipe exempts from weight decay."""
-    norms = {f'{module_name}.{param_name}'
-             for module_name, module in backbone.named_modules()
-             if isinstance(module, (nn.LayerNorm, _BatchNorm))
-             for param_name, _ in module.named_parameters(recurse=False)}
+    norms = {
+        f'{module_name}.{param_name}'
+        for module_name, module in backbone.named_modules()
+        if isinstance(module, (nn.LayerNorm, _BatchNorm))
+        for param_name, _ in module.named_parameters(recurse=False)
+    }
     if rule == 'none':
         return set()
     if rule == 'norms':
@@ -254,8 +272,11 @@ def expected_no_decay(backbone, rule):
     if rule == 'official_norm_key':  # all norms but the stem BNs (see the configs' comment)
         return {name for name in norms if not name.startswith('stem.')}
     assert rule == 'norms_and_tables'
-    tables = {name for name, _ in backbone.named_parameters()
-              if name.split('.')[-1] in ('pos_embed', 'cls_pos_embed', 'cls_token')}
+    tables = {
+        name
+        for name, _ in backbone.named_parameters()
+        if name.split('.')[-1] in ('pos_embed', 'cls_pos_embed', 'cls_token')
+    }
     assert tables, 'SOFT has position tables and a cls token'
     return norms | tables
 
@@ -279,11 +300,16 @@ def test_optimizer_and_weight_decay_groups(name):
     holder = nn.Module()
     holder.backbone = registry(cfg).build(dict(cfg.model.backbone, arch='t'))
     wrapper = build_optim_wrapper(holder, cfg.optim_wrapper)
-    decay = {id(p): group['weight_decay']
-             for group in wrapper.optimizer.param_groups for p in group['params']}
+    decay = {
+        id(p): group['weight_decay']
+        for group in wrapper.optimizer.param_groups
+        for p in group['params']
+    }
     no_decay = {name for name, p in holder.backbone.named_parameters() if decay[id(p)] == 0}
-    decayed = {name for name, p in holder.backbone.named_parameters()
-               if decay[id(p)] == weight_decay}
+    decayed = {
+        name
+        for name, p in holder.backbone.named_parameters() if decay[id(p)] == weight_decay
+    }
     assert no_decay == expected_no_decay(holder.backbone, rule)
     assert len(no_decay) + len(decayed) == len(list(holder.backbone.parameters()))
     if parts['backbone'] == 'ravlt':  # layer scales keep their decay, as in the official runs
@@ -338,10 +364,15 @@ def test_detector_forward_end_to_end():
     cfg.model.test_cfg.rcnn.update(score_thr=0.0, max_per_img=10)
     model = eval_model(cfg)
     height, width = 128, 160
-    meta = dict(img_id=0, img_path='random.jpg', ori_shape=(height, width),
-                img_shape=(height, width), scale_factor=(1.0, 1.0))
-    data = dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
-                data_samples=[DetDataSample(metainfo=meta)])
+    meta = dict(
+        img_id=0,
+        img_path='random.jpg',
+        ori_shape=(height, width),
+        img_shape=(height, width),
+        scale_factor=(1.0, 1.0))
+    data = dict(
+        inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
+        data_samples=[DetDataSample(metainfo=meta)])
     with torch.no_grad():
         (result, ) = model.test_step(data)
     pred = result.pred_instances
@@ -358,10 +389,14 @@ def test_segmentor_forward_end_to_end():
     torch.manual_seed(0)
     model = eval_model(load('upernet_soft_t_ade20k'))
     height, width = 128, 160
-    meta = dict(img_path='random.jpg', ori_shape=(height, width), img_shape=(height, width),
-                pad_shape=(height, width))
-    data = dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
-                data_samples=[SegDataSample(metainfo=meta)])
+    meta = dict(
+        img_path='random.jpg',
+        ori_shape=(height, width),
+        img_shape=(height, width),
+        pad_shape=(height, width))
+    data = dict(
+        inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
+        data_samples=[SegDataSample(metainfo=meta)])
     with torch.no_grad():
         (result, ) = model.test_step(data)
     assert result.seg_logits.data.shape == (150, height, width)

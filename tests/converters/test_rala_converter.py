@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import mmlinattn  # noqa: F401
-from mmlinattn.converters import (CheckpointError, convert_state_dict, detect_family,
-                                  load_checkpoint_file, load_pretrained, unwrap_state_dict)
-from mmlinattn.converters import common
 from mmlinattn.archs import RAVLT_ARCHS
+from mmlinattn.converters import (CheckpointError, common, convert_state_dict, detect_family,
+                                  load_checkpoint_file, load_pretrained, unwrap_state_dict)
 from mmlinattn.models.backbones.ravlt import RAVLT
 from mmlinattn.utils.checkpoint import SETTINGS_KEY
 
@@ -42,6 +41,7 @@ def official_state_dict(path):
 
 
 # ------------------------------------------------------------------------------------- layouts
+
 
 def test_imagenet_file_to_backbone():
     result = convert_state_dict(official_state_dict(IN1K))
@@ -93,8 +93,8 @@ def test_detector_file_backbone_only_and_whole_model():
     assert torch.equal(whole.state_dict['neck.lateral_convs.0.conv.weight'],
                        state_dict['neck.lateral_convs.0.conv.weight'])
     assert 'backbone.stages.0.blocks.0.attn.qkvg.weight' in keys
-    assert not any(k.startswith('backbone.layers.') or k.startswith('backbone.patch_embed')
-                   for k in keys)
+    assert not any(
+        k.startswith('backbone.layers.') or k.startswith('backbone.patch_embed') for k in keys)
     assert len(keys) == 177 + 2 + 1  # backbone, neck, the settings record
     assert (len(whole.matched), len(whole.missing), len(whole.unexpected)) == (177, 0, 0)
 
@@ -146,6 +146,7 @@ def test_detect_family():
 
 # ------------------------------------------------------------------------------------ refusals
 
+
 def refused(capsys, *args):
     code = run_tool(*args)
     err = capsys.readouterr().err.strip()
@@ -189,8 +190,10 @@ def test_refuses_a_soft_file_given_as_rala(tmp_path, capsys):
 def test_refuses_an_unknown_variant(tmp_path, capsys):
     err = refused(capsys, IN1K, tmp_path / 'out.pth')
     assert 'unknown variant' in err and '--allow-custom' in err and "'embed_dims': [16, 32" in err
-    incomplete = {k: v for k, v in official_state_dict(IN1K).items()
-                  if not k.startswith('layers.3.blocks')}
+    incomplete = {
+        k: v
+        for k, v in official_state_dict(IN1K).items() if not k.startswith('layers.3.blocks')
+    }
     path = tmp_path / 'incomplete.pth'
     torch.save({'model': incomplete}, path)
     err = refused(capsys, path, tmp_path / 'out.pth', '--allow-custom')
@@ -199,7 +202,7 @@ def test_refuses_an_unknown_variant(tmp_path, capsys):
 
 def test_refuses_a_foreign_rope_buffer(tmp_path, capsys):
     state_dict = official_state_dict(IN1K)
-    state_dict['layers.1.RoPE.angle'] = 1.0 / 10000 ** (torch.arange(8) // 2 / 4)  # i/m schedule
+    state_dict['layers.1.RoPE.angle'] = 1.0 / 10000**(torch.arange(8) // 2 / 4)  # i/m schedule
     path = tmp_path / 'other_rope.pth'
     torch.save({'model': state_dict}, path)
     err = refused(capsys, path, tmp_path / 'out.pth', '--allow-custom')
@@ -222,14 +225,20 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
 
 
 def test_refusal_is_one_line_from_the_command_line(tmp_path):
-    out = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'convert_checkpoint.py'), SOFT,
-                          str(tmp_path / 'out.pth'), '--family', 'rala'],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([
+        sys.executable,
+        osp.join(REPO, 'tools', 'convert_checkpoint.py'), SOFT,
+        str(tmp_path / 'out.pth'), '--family', 'rala'
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().count('\n') == 0 and 'SOFT checkpoint' in out.stderr
 
 
 # -------------------------------------------------------------------------- files and loading
+
 
 def test_source_is_never_modified(tmp_path):
     src = tmp_path / 'src.pth'
@@ -282,7 +291,8 @@ def test_init_cfg_pretrained_loads_the_official_imagenet_file():
 
 
 def test_init_cfg_pretrained_refuses_another_variant():
-    model = RAVLT(arch=dict(ARCH, embed_dims=[16, 32, 48, 96]),
-                  init_cfg=dict(type='Pretrained', checkpoint=IN1K))
+    model = RAVLT(
+        arch=dict(ARCH, embed_dims=[16, 32, 48, 96]),
+        init_cfg=dict(type='Pretrained', checkpoint=IN1K))
     with pytest.raises(CheckpointError, match=r'does not fit this RAVLT: .* differ in shape'):
         model.init_weights()

@@ -48,7 +48,7 @@ def test_key_map_is_complete_and_loads_strictly(official_weights):
     qkv = converted['stages.3.blocks.0.attn.qkv.weight']
     assert torch.equal(qkv[:48], official_weights['block4.0.attn.q.weight'])
     assert torch.equal(qkv[48:], official_weights['block4.0.attn.kv.weight'])
-    pos = official_weights['pos_embed2']                       # (1, 28 * 28, C)
+    pos = official_weights['pos_embed2']  # (1, 28 * 28, C)
     assert torch.equal(converted['stages.1.pos_embed'][0, :, 3, 5], pos[0, 3 * 28 + 5])
     assert torch.equal(converted['stages.3.cls_pos_embed'], official_weights['pos_embed4'][:, :1])
 
@@ -70,8 +70,12 @@ def test_unknown_official_key_is_refused(official_weights):
 
 def test_timm_file_prefers_ema_and_strips_module(official_weights):
     ema = {f'module.{k}': v + 1 for k, v in official_weights.items()}
-    checkpoint = {'state_dict': official_weights, 'state_dict_ema': ema,
-                  'arch': 'soft_norm_custom', 'args': argparse.Namespace(model='x')}
+    checkpoint = {
+        'state_dict': official_weights,
+        'state_dict_ema': ema,
+        'arch': 'soft_norm_custom',
+        'args': argparse.Namespace(model='x')
+    }
     weights, arch = soft_checkpoint_weights(checkpoint)
     assert arch == 'soft_norm_custom'
     assert torch.equal(weights['cls_token'], official_weights['cls_token'] + 1)
@@ -109,8 +113,10 @@ def test_released_variant_names_and_norm_suffix():
 def test_depths_are_read_from_the_keys(official_weights):
     # Add a third stage-2 block (as in the official soft_small code config vs its README model).
     weights = dict(official_weights)
-    weights.update({k.replace('block3.1.', 'block3.2.'): v for k, v in official_weights.items()
-                    if k.startswith('block3.1.')})
+    weights.update({
+        k.replace('block3.1.', 'block3.2.'): v
+        for k, v in official_weights.items() if k.startswith('block3.1.')
+    })
     arch, kwargs, settings = infer_soft_arch(convert_soft_state_dict(weights))
     assert arch['depths'] == [1, 2, 3, 1] and convert_soft(weights).variant == 'custom'
     assert kwargs['landmark_ratios'] == [8, 4, 2] and kwargs['local_kernel_sizes'] == [9, 5, 3]
@@ -146,8 +152,12 @@ def test_family_detection_and_cross_family_refusals(official):
 def test_whole_model_keeps_neck_and_heads():
     with torch.device('meta'):
         backbone = SOFT(arch='tiny').state_dict()
-    detector = {**{f'backbone.{k}': v for k, v in backbone.items()},
-                'neck.lateral_convs.0.conv.weight': torch.zeros(1)}
+    detector = {
+        **{
+            f'backbone.{k}': v
+            for k, v in backbone.items()
+        }, 'neck.lateral_convs.0.conv.weight': torch.zeros(1)
+    }
     assert detect_family(detector) == 'soft'
     result = convert_soft(detector, whole_model=True)
     assert 'neck.lateral_convs.0.conv.weight' in result.state_dict
@@ -159,15 +169,17 @@ def test_whole_model_keeps_neck_and_heads():
 
 
 def test_pretrained_rala_file_is_refused_by_soft():
-    model = SOFT(arch=FIXTURE_ARCH, init_cfg=dict(
-        type='Pretrained', checkpoint=osp.join(DATA, 'ravlt_custom_in1k.pth')))
+    model = SOFT(
+        arch=FIXTURE_ARCH,
+        init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, 'ravlt_custom_in1k.pth')))
     with pytest.raises(CheckpointError, match='RALA checkpoint'):
         model.init_weights()
 
 
 def test_pretrained_variant_mismatch_is_refused():
-    model = SOFT(arch='tiny', init_cfg=dict(
-        type='Pretrained', checkpoint=osp.join(DATA, 'soft_custom_timm.pth')))
+    model = SOFT(
+        arch='tiny',
+        init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, 'soft_custom_timm.pth')))
     with pytest.raises(CheckpointError, match='does not fit this SOFT'):
         model.init_weights()
 
@@ -183,7 +195,7 @@ def _convert_tool():
 def test_cli_converts_official_file(tmp_path, capsys):
     tool = _convert_tool()
     src, dst = osp.join(DATA, 'soft_norm_custom_timm.pth'), str(tmp_path / 'soft.pth')
-    assert tool.main([src, dst]) == 2                  # custom arch needs --allow-custom
+    assert tool.main([src, dst]) == 2  # custom arch needs --allow-custom
     assert 'unknown variant' in capsys.readouterr().err
     assert tool.main([src, dst, '--allow-custom']) == 0
     assert tool.main([src, dst, '--family', 'rala']) == 2
@@ -201,9 +213,13 @@ def test_shared_path_uses_ema_weights_and_the_arch_entry(tmp_path, official_weig
     from mmlinattn.converters import checkpoint_arch, load_pretrained
     plain = {k: torch.zeros_like(v) for k, v in official_weights.items()}
     path = tmp_path / 'timm_saver.pth'
-    torch.save({'state_dict': plain, 'state_dict_ema': official_weights,
-                'arch': 'soft_norm_custom', 'args': argparse.Namespace(model='soft_norm_custom')},
-               path)
+    torch.save(
+        {
+            'state_dict': plain,
+            'state_dict_ema': official_weights,
+            'arch': 'soft_norm_custom',
+            'args': argparse.Namespace(model='soft_norm_custom')
+        }, path)
     loaded = load_checkpoint_file(str(path))
     assert checkpoint_arch(loaded) == 'soft_norm_custom'
     result = convert_state_dict(unwrap_state_dict(loaded), source_arch=checkpoint_arch(loaded))

@@ -1,4 +1,5 @@
-"""Tests of the embedded demo-data generator (mmlinattn.datasets.demo_data, tools/make_demo_data.py)."""
+"""Tests of the embedded demo-data generator (mmlinattn.datasets.demo_data,
+tools/make_demo_data.py)."""
 import hashlib
 import json
 import os
@@ -16,7 +17,8 @@ from mmlinattn.datasets.demo_data import (ADE_DEMO_CLASSES, ADE_DEMO_PALETTE, CO
                                           make_coco_demo)
 
 REPO = Path(__file__).resolve().parents[2]
-# "Generated in seconds": measured ~1-2.5 s per set with the defaults on the 2-core machine; the bound
+# "Generated in seconds": measured ~1-2.5 s per set with the defaults on the 2-core machine; the
+# bound
 # leaves room for a loaded CI machine.
 MAX_SECONDS_PER_SET = 10.0
 # Small sets for the tests that generate repeatedly.
@@ -92,10 +94,12 @@ def test_deterministic(tmp_path, maker):
 
 
 def test_images_do_not_depend_on_split_sizes(tmp_path, demo):
-    """Image i of a split is the same whatever the number of images (own random stream per image)."""
+    """Image i of a split is the same whatever the number of images (own random stream per
+    image)."""
     make_coco_demo(tmp_path / 'coco', num_train=2, num_val=1, seed=0)
     for name in ('train/train_00000.png', 'train/train_00001.png', 'val/val_00000.png'):
-        assert (tmp_path / 'coco' / name).read_bytes() == (demo['root'] / 'coco' / name).read_bytes()
+        assert (tmp_path / 'coco' / name).read_bytes() == (demo['root'] / 'coco' /
+                                                           name).read_bytes()
 
 
 def test_invalid_arguments(tmp_path):
@@ -125,7 +129,8 @@ def test_coco_annotations(demo, split):
     info = demo['coco']['splits'][split]
     coco = _load_coco(info['ann_file'])
     cats = coco.loadCats(coco.getCatIds())
-    assert [(c['id'], c['name']) for c in cats] == [(i + 1, n) for i, n in enumerate(COCO_DEMO_CLASSES)]
+    assert [(c['id'], c['name']) for c in cats] == [(i + 1, n)
+                                                    for i, n in enumerate(COCO_DEMO_CLASSES)]
     assert len(coco.getImgIds()) == info['num_images']
     assert len({a['id'] for a in coco.dataset['annotations']}) == len(coco.dataset['annotations'])
 
@@ -164,7 +169,7 @@ def test_coco_annotations(demo, split):
             union += mask
             mean_bgr = img[mask].reshape(-1, 3).mean(axis=0)
             assert int(np.argmax(mean_bgr)) == dominant_channel[ann['category_id']], (ann['id'],
-                                                                                       mean_bgr)
+                                                                                      mean_bgr)
         # visible masks of one image are disjoint (occlusion is resolved); allow rounding pixels
         assert (union > 1).sum() <= 0.01 * (union > 0).sum()
         boxes = [a['bbox'] for a in anns]
@@ -259,8 +264,13 @@ def test_rerun_is_noop_and_params_change_regenerates(tmp_path, maker):
     again = maker(out, **SMALL)
     assert time.perf_counter() - t0 < 1.0
     assert again['generated'] is False
-    assert {k: v for k, v in again.items() if k not in ('generated', 'elapsed_s')} == {
-        k: v for k, v in first.items() if k not in ('generated', 'elapsed_s')}
+    assert {
+        k: v
+        for k, v in again.items() if k not in ('generated', 'elapsed_s')
+    } == {
+        k: v
+        for k, v in first.items() if k not in ('generated', 'elapsed_s')
+    }
     assert {p: os.stat(out / p).st_mtime_ns for p in before} == mtimes
 
     assert maker(out, overwrite=True, **SMALL)['generated'] is True
@@ -290,8 +300,11 @@ def test_incomplete_set_is_regenerated(tmp_path):
 # command line tool
 # ----------------------------------------------------------------------------------------------
 def test_cli(tmp_path):
-    cmd = [sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(tmp_path / 'demo'),
-           '--num-train', '3', '--num-val', '2', '--size', '128']
+    cmd = [
+        sys.executable,
+        str(REPO / 'tools' / 'make_demo_data.py'), '--out',
+        str(tmp_path / 'demo'), '--num-train', '3', '--num-val', '2', '--size', '128'
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert 'coco' in res.stdout and 'ade' in res.stdout and 'done in' in res.stdout
@@ -304,10 +317,14 @@ def test_cli(tmp_path):
     foreign = tmp_path / 'foreign'
     (foreign / 'ade').mkdir(parents=True)
     (foreign / 'ade' / 'x.txt').write_text('x')
-    res = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(foreign), '--only',
-         'ade', '--num-train', '2', '--num-val', '1', '--size', '64'],
-        capture_output=True, text=True, timeout=120)
+    res = subprocess.run([
+        sys.executable,
+        str(REPO / 'tools' / 'make_demo_data.py'), '--out',
+        str(foreign), '--only', 'ade', '--num-train', '2', '--num-val', '1', '--size', '64'
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=120)
     assert res.returncode == 1
     assert len(res.stderr.strip().splitlines()) == 1 and 'not made by this generator' in res.stderr
     assert 'Traceback' not in res.stderr
@@ -329,8 +346,10 @@ def test_mmdet_coco_dataset_loads(demo):
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         metainfo=dict(classes=COCO_DEMO_CLASSES),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', with_bbox=True, with_mask=True)])
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True, with_mask=True)
+        ])
     assert len(ds) == demo['coco']['splits']['val']['num_images']
     assert tuple(ds.metainfo['classes']) == COCO_DEMO_CLASSES
     by_name = {img['file_name']: img['id'] for img in ref.dataset['images']}
@@ -359,8 +378,8 @@ def test_mmseg_ade_dataset_loads(demo):
     k = len(ADE_DEMO_CLASSES)
     # the demo classes are ADE20K's first classes, so mmseg's label_map is the identity on them
     assert tuple(ADE20KDataset.METAINFO['classes'][:k]) == ADE_DEMO_CLASSES
-    assert [list(p) for p in ADE20KDataset.METAINFO['palette'][:k]] == [list(p) for p in
-                                                                        ADE_DEMO_PALETTE]
+    assert [list(p)
+            for p in ADE20KDataset.METAINFO['palette'][:k]] == [list(p) for p in ADE_DEMO_PALETTE]
     root = demo['ade']['root']
     for split in ('training', 'validation'):
         ds = ADE20KDataset(
@@ -368,7 +387,8 @@ def test_mmseg_ade_dataset_loads(demo):
             data_prefix=dict(img_path=f'images/{split}', seg_map_path=f'annotations/{split}'),
             reduce_zero_label=True,
             metainfo=dict(classes=ADE_DEMO_CLASSES),
-            pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')])
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='LoadAnnotations')])
         assert len(ds) == demo['ade']['splits'][split]['num_images']
         assert tuple(ds.metainfo['classes']) == ADE_DEMO_CLASSES
         assert {o: n for o, n in ds.label_map.items() if n != 255} == {i: i for i in range(k)}

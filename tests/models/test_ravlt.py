@@ -10,11 +10,11 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlinattn  # noqa: F401  (registers RAVLT)
-from mmlinattn.models.backbones import ravlt as ravlt_module
 from mmlinattn.models.backbones import base as base_module
-from mmlinattn.utils.checkpoint import CheckpointMismatchError
+from mmlinattn.models.backbones import ravlt as ravlt_module
 from mmlinattn.models.backbones.ravlt import RAVLT
 from mmlinattn.ops.rala import rank_augmented_linear_attention, rope_softmax_attention
+from mmlinattn.utils.checkpoint import CheckpointMismatchError
 
 DATA = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'official')
 TOLERANCE = 1e-5  # max-normalised relative error
@@ -27,8 +27,8 @@ def rel_error(a, b):
 def fixture_arch():
     with open(osp.join(DATA, 'ravlt_custom.json')) as f:
         kwargs = json.load(f)['detection_backbone']['kwargs']
-    return dict(embed_dims=kwargs['embed_dims'], depths=kwargs['depths'],
-                num_heads=kwargs['num_heads'])
+    return dict(
+        embed_dims=kwargs['embed_dims'], depths=kwargs['depths'], num_heads=kwargs['num_heads'])
 
 
 SMALL_ARCH = dict(embed_dims=[16, 32, 48, 64], depths=[1, 2, 1, 1], num_heads=[2, 2, 4, 4])
@@ -47,8 +47,9 @@ def io64():
 @pytest.fixture(scope='module', params=['ravlt_custom_in1k.pth', 'ravlt_custom_det.pth'])
 def official_model(request):
     """RAVLT loaded from an official file through init_cfg (i.e. through the converter)."""
-    model = RAVLT(arch=fixture_arch(),
-                  init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, request.param)))
+    model = RAVLT(
+        arch=fixture_arch(),
+        init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, request.param)))
     model.init_weights()
     return request.param, model.eval(), copy.deepcopy(model).double()
 
@@ -56,9 +57,10 @@ def official_model(request):
 def run_with_stage_outputs(model, x):
     """Backbone outputs plus the raw (pre-output-norm) stage outputs."""
     captured = {}
-    hooks = [stage.register_forward_hook(
-        lambda mod, inp, out, i=i: captured.__setitem__(i, out)) for i, stage in
-        enumerate(model.stages)]
+    hooks = [
+        stage.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, out))
+        for i, stage in enumerate(model.stages)
+    ]
     try:
         with torch.no_grad():
             outs = model(x)
@@ -90,8 +92,8 @@ def test_official_outputs_float64(official_model, io32, io64, name):
             assert rel_error(outs[i], io64[f'{name}/det_stage{i}']) <= 1e-12, (file, i)
 
 
-@pytest.mark.parametrize('arch,params', [('t', 13_347_328), ('s', 24_040_896),
-                                         ('b', 46_691_296), ('l', 93_561_760)])
+@pytest.mark.parametrize('arch,params', [('t', 13_347_328), ('s', 24_040_896), ('b', 46_691_296),
+                                         ('l', 93_561_760)])
 def test_parameter_counts_with_four_output_norms(arch, params):
     with torch.device('meta'):
         model = RAVLT(arch=arch)
@@ -162,20 +164,23 @@ def test_out_norm_cfg_changes_or_removes_the_output_norms():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 96)
     default = RAVLT(arch=SMALL_ARCH).eval()
-    assert all(isinstance(n, ravlt_module.LayerNorm2d) and n.eps == 1e-6
-               for n in default.out_norms.values())
+    assert all(
+        isinstance(n, ravlt_module.LayerNorm2d) and n.eps == 1e-6
+        for n in default.out_norms.values())
     plain = RAVLT(arch=SMALL_ARCH, out_norm_cfg=None).eval()
     assert not any(k.startswith('out_norms.') for k in plain.state_dict())
     with pytest.raises(CheckpointMismatchError, match='8 tensor.* belong to no module'):
-        plain.load_state_dict(default.state_dict(), strict=False)   # they would be dropped
-    plain.load_state_dict({k: v for k, v in default.state_dict().items()
-                           if not k.startswith('out_norms.')})
+        plain.load_state_dict(default.state_dict(), strict=False)  # they would be dropped
+    plain.load_state_dict({
+        k: v
+        for k, v in default.state_dict().items() if not k.startswith('out_norms.')
+    })
     outs, stages = run_with_stage_outputs(plain, x)
     for out, stage in zip(outs, stages):
-        assert torch.equal(out, stage)                   # the raw stage outputs
+        assert torch.equal(out, stage)  # the raw stage outputs
     _, ref_stages = run_with_stage_outputs(default, x)
     for a, b in zip(stages, ref_stages):
-        assert torch.equal(a, b)                         # nothing else changed
+        assert torch.equal(a, b)  # nothing else changed
     group = RAVLT(arch=SMALL_ARCH, out_norm_cfg=dict(type='GN', num_groups=4)).eval()
     assert isinstance(group.out_norms['0'], nn.GroupNorm) and group.out_norms['0'].num_groups == 4
     with torch.no_grad():
@@ -190,11 +195,13 @@ def test_attention_types_per_stage():
     ops = [stage.blocks[0].attn.attn_op for stage in default.stages]
     assert ops == [rank_augmented_linear_attention] * 2 + [rope_softmax_attention] * 2
     linear = RAVLT(arch=SMALL_ARCH, attn_types=('linear', ) * 4)
-    assert all(b.attn.attn_op is rank_augmented_linear_attention
-               for s in linear.stages for b in s.blocks)
+    assert all(b.attn.attn_op is rank_augmented_linear_attention for s in linear.stages
+               for b in s.blocks)
     # Same parameters, but another function: loading needs the explicit override.
-    with pytest.raises(CheckpointMismatchError, match=r"set attn_types=\('linear', 'linear', "
-                       r"'softmax', 'softmax'\) in the backbone config"):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r"set attn_types=\('linear', 'linear', "
+            r"'softmax', 'softmax'\) in the backbone config"):
         linear.load_state_dict(default.state_dict())
     linear.override_checkpoint_settings = True
     linear.load_state_dict(default.state_dict())

@@ -15,9 +15,9 @@ from mmlinattn.models.backbones.soft import SOFT
 from mmlinattn.utils.checkpoint import SETTINGS_KEY, safe_torch_load
 
 DATA = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'official')
-TOLERANCE = 1e-4        # max-normalised; the official float32 vs float64 spread is 2.7e-5
+TOLERANCE = 1e-4  # max-normalised; the official float32 vs float64 spread is 2.7e-5
 TOLERANCE_FP64 = 1e-10  # the same evaluation order in float64 agrees to ~1e-13
-CASES = {'soft_custom': False, 'soft_norm_custom': True}   # case -> norm (SOFT++)
+CASES = {'soft_custom': False, 'soft_norm_custom': True}  # case -> norm (SOFT++)
 SMALL_ARCH = dict(embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1], num_heads=[2, 2, 2, 3])
 
 
@@ -53,8 +53,10 @@ def load_official(case):
 def stage_maps_and_cls(model, x):
     """Stage maps before the final norm and the cls token after the last block."""
     captured = {}
-    hooks = [stage.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, out))
-             for i, stage in enumerate(model.stages)]
+    hooks = [
+        stage.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, out))
+        for i, stage in enumerate(model.stages)
+    ]
     hooks.append(model.stages[3].blocks[-1].register_forward_hook(
         lambda mod, inp, out: captured.__setitem__('cls', out[:, 0])))
     try:
@@ -66,19 +68,22 @@ def stage_maps_and_cls(model, x):
     return [captured[i] for i in range(4)], captured['cls']
 
 
-@pytest.mark.parametrize('case,name', [
-    *((case, name) for case in sorted(CASES) for name in ('batch', 'single', 'large')),
-    # SOFT-Norm's Newton scale is global over the batch: image 0 run alone differs from image 0
-    # in the batch (by 3e-4), and both are reproduced (only the SOFT-Norm fixture has this one).
-    ('soft_norm_custom', 'batch_item0_alone')])
+@pytest.mark.parametrize(
+    'case,name',
+    [
+        *((case, name) for case in sorted(CASES) for name in ('batch', 'single', 'large')),
+        # SOFT-Norm's Newton scale is global over the batch: image 0 run alone differs from image 0
+        # in the batch (by 3e-4), and both are reproduced (only the SOFT-Norm fixture has this one).
+        ('soft_norm_custom', 'batch_item0_alone')
+    ])
 def test_official_outputs_float32(case, name):
     case, model, weights, io, _ = load_official(case)
     x = io['batch/input'][:1] if name == 'batch_item0_alone' else io[f'{name}/input']
     maps, cls = stage_maps_and_cls(model, x)
     for i, out in enumerate(maps):
         assert rel_error(out, io[f'{name}/stage{i}']) < TOLERANCE, (name, i)
-    logits = torch.nn.functional.linear(model.norm(cls), weights['head.weight'],
-                                        weights['head.bias'])
+    logits = torch.nn.functional.linear(
+        model.norm(cls), weights['head.weight'], weights['head.bias'])
     assert rel_error(logits, io[f'{name}/logits']) < TOLERANCE
     if f'{name}/debug/stage3_cls' in io:
         assert rel_error(cls, io[f'{name}/debug/stage3_cls']) < TOLERANCE
@@ -116,14 +121,19 @@ def test_backbone_outputs_are_the_stage_maps(official):
         model.final_norm = True
     assert all(torch.equal(a, b) for a, b in zip(outs[:3], raw[:3]))
     assert rel_error(raw[3], io['single/stage3']) < TOLERANCE
-    assert not torch.allclose(outs[3], raw[3])      # final_norm applies the classifier's norm
+    assert not torch.allclose(outs[3], raw[3])  # final_norm applies the classifier's norm
 
 
 # --------------------------------------------------------------------------- variants
 
 # Exact counts of the official definitions (code-Small: 38,858,462 with depths [1, 3, 20, 4]).
-PARAMS_WITH_HEAD = {'tiny': 13_069_056, 'small': 24_110_092, 'medium': 45_812_707,
-                    'large': 64_700_646, 'huge': 87_108_273}
+PARAMS_WITH_HEAD = {
+    'tiny': 13_069_056,
+    'small': 24_110_092,
+    'medium': 45_812_707,
+    'large': 64_700_646,
+    'huge': 87_108_273
+}
 README_MILLIONS = {'tiny': 13, 'small': 24, 'medium': 45, 'large': 64, 'huge': 87}
 
 
@@ -136,15 +146,17 @@ def test_parameter_counts(arch):
     head = 512 * 1000 + 1000
     assert sum(p.numel() for p in with_norm.parameters()) == count + 2 * 512
     assert count + 2 * 512 + head == PARAMS_WITH_HEAD[arch]
-    assert int((count + 2 * 512 + head) / 1e6) == README_MILLIONS[arch]   # README truncates
+    assert int((count + 2 * 512 + head) / 1e6) == README_MILLIONS[arch]  # README truncates
     if arch == 'tiny':
-        assert round((count + 2 * 512) / 1e6, 2) == 12.56   # "12.56 M without head"
+        assert round((count + 2 * 512) / 1e6, 2) == 12.56  # "12.56 M without head"
 
 
 def test_official_code_small_is_a_custom_arch():
     with torch.device('meta'):
-        model = SOFT(arch=dict(embed_dims=[64, 128, 320, 512], depths=[1, 3, 20, 4],
-                               num_heads=[2, 4, 10, 16]), final_norm=True)
+        model = SOFT(
+            arch=dict(
+                embed_dims=[64, 128, 320, 512], depths=[1, 3, 20, 4], num_heads=[2, 4, 10, 16]),
+            final_norm=True)
     assert sum(p.numel() for p in model.parameters()) + 513_000 == 38_858_462
 
 
@@ -157,11 +169,12 @@ def test_variant_aliases():
 
 @pytest.mark.parametrize('arch,error,message', [
     ('base', ValueError, r"arch 'base' unknown; choose one of \['h', 'huge'"),
-    (dict(embed_dims=[8] * 4, depths=[1] * 4), ValueError, r"custom arch is missing \['num_heads'\]"),
-    (dict(embed_dims=[8] * 3, depths=[1] * 4, num_heads=[1] * 4), ValueError,
-     r"arch\['embed_dims'\] must list 4 values"),
-    (dict(embed_dims=[8, 8, 9, 8], depths=[1] * 4, num_heads=[2] * 4), ValueError,
-     'stage 2: embed_dims 9 is not divisible by num_heads 2'),
+    (dict(embed_dims=[8] * 4,
+          depths=[1] * 4), ValueError, r"custom arch is missing \['num_heads'\]"),
+    (dict(embed_dims=[8] * 3, depths=[1] * 4,
+          num_heads=[1] * 4), ValueError, r"arch\['embed_dims'\] must list 4 values"),
+    (dict(embed_dims=[8, 8, 9, 8], depths=[1] * 4,
+          num_heads=[2] * 4), ValueError, 'stage 2: embed_dims 9 is not divisible by num_heads 2'),
     (['tiny'], TypeError, 'arch must be a str or a dict'),
 ])
 def test_arch_validation_messages(arch, error, message):
@@ -199,6 +212,7 @@ def test_attention_configuration(kwargs, expected):
 
 # --------------------------------------------------------------------------- shapes and knobs
 
+
 @pytest.mark.parametrize('size', [(29, 29), (33, 47), (71, 103), (40, 200)])
 def test_any_input_size_ceil_halves(size):
     model = SOFT(arch=SMALL_ARCH, norm=True).eval()
@@ -206,7 +220,7 @@ def test_any_input_size_ceil_halves(size):
         outs = model(torch.randn(1, 3, *size))
     h, w = size
     for i, out in enumerate(outs):
-        stride = 2 ** (i + 2)
+        stride = 2**(i + 2)
         assert out.shape == (1, SMALL_ARCH['embed_dims'][i], -(-h // stride), -(-w // stride))
         assert torch.isfinite(out).all()
 
@@ -242,8 +256,8 @@ def test_bounded_landmarks_count(monkeypatch):
     counts = record_landmarks(monkeypatch)
     model = SOFT(arch=SMALL_ARCH, max_landmarks=6).eval()
     with torch.no_grad():
-        model(torch.randn(1, 3, 128, 192))        # official grids: 4x6 in each SOFT stage
-    assert counts == [6, 6, 6]                    # pooled to 2x3: same aspect, at most 6
+        model(torch.randn(1, 3, 128, 192))  # official grids: 4x6 in each SOFT stage
+    assert counts == [6, 6, 6]  # pooled to 2x3: same aspect, at most 6
     counts.clear()
     model_official = SOFT(arch=SMALL_ARCH).eval()
     with torch.no_grad():
@@ -257,7 +271,7 @@ def test_bounded_landmarks_equal_official_below_the_bound():
     official.init_weights()
     bounded = SOFT(arch=SMALL_ARCH, max_landmarks=24)
     bounded.load_state_dict(official.state_dict())
-    x = torch.randn(1, 3, 128, 192)               # exactly 24 landmarks per SOFT stage
+    x = torch.randn(1, 3, 128, 192)  # exactly 24 landmarks per SOFT stage
     with torch.no_grad():
         for a, b in zip(official.eval()(x), bounded.eval()(x)):
             assert torch.equal(a, b)
@@ -270,9 +284,9 @@ def test_position_tables_resize_on_load():
     assert state['stages.3.pos_embed'].shape == (1, 48, 7, 7)
     big = SOFT(arch=SMALL_ARCH, pretrain_img_size=(448, 320))
     assert big.stages[1].pos_embed.shape == (1, 24, 56, 40)
-    big.load_state_dict(state)                     # 224 tables resized by the pre-hook
-    expected = torch.nn.functional.interpolate(state['stages.1.pos_embed'], size=(56, 40),
-                                               mode='bilinear', align_corners=False)
+    big.load_state_dict(state)  # 224 tables resized by the pre-hook
+    expected = torch.nn.functional.interpolate(
+        state['stages.1.pos_embed'], size=(56, 40), mode='bilinear', align_corners=False)
     assert torch.allclose(big.stages[1].pos_embed.detach(), expected)
 
 
@@ -347,8 +361,10 @@ def test_init_weights_from_scratch():
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_init_cfg_pretrained_loads_official_file(case):
-    model = SOFT(arch=fixture_arch(case), norm=CASES[case],
-                 init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, f'{case}_timm.pth')))
+    model = SOFT(
+        arch=fixture_arch(case),
+        norm=CASES[case],
+        init_cfg=dict(type='Pretrained', checkpoint=osp.join(DATA, f'{case}_timm.pth')))
     model.init_weights()
     io = torch.load(osp.join(DATA, f'{case}_io.pt'), weights_only=True)
     with torch.no_grad():
@@ -358,6 +374,7 @@ def test_init_cfg_pretrained_loads_official_file(case):
 
 
 # --------------------------------------------------------------------------- precision
+
 
 def _autocast_1333x800(arch, dtype, norm):
     torch.manual_seed(0)
@@ -375,7 +392,7 @@ def test_autocast_1333x800_narrow_model(dtype, norm):
     _autocast_1333x800(SMALL_ARCH, dtype, norm)
 
 
-def test_autocast_bf16_1333x800_soft_tiny_norm():   # ~15 s on 2 cores
+def test_autocast_bf16_1333x800_soft_tiny_norm():  # ~15 s on 2 cores
     _autocast_1333x800('tiny', torch.bfloat16, norm=True)
 
 
@@ -388,9 +405,10 @@ def test_autocast_fp16_1333x800_soft_tiny():
 
 # --------------------------------------------------------------------------- registries, docs
 
+
 def test_docstring_example():
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for test in finder.find(SOFT, 'SOFT', globs={}):
         runner.run(test)
-    assert runner.failures == 0 and runner.tries >= 5    # the example must not disappear
+    assert runner.failures == 0 and runner.tries >= 5  # the example must not disappear

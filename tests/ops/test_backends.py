@@ -31,22 +31,20 @@ def _spd(g, m=6):
 #: kind -> list of (case id, function of a generator returning (tensors, kwargs)).
 CASES = {
     'rala': [('default', lambda g: (_qkv(g), dict(zip(('sin', 'cos'), _rope_tables()))))],
-    'rope_softmax': [('default', lambda g: (_qkv(g), dict(zip(('sin', 'cos'),
-                                                              _rope_tables()))))],
-    'apply_rope': [('default', lambda g: (_qkv(g)[:1], dict(zip(('sin', 'cos'),
-                                                                _rope_tables()))))],
-    'gaussian_kernel': [('default', lambda g: ([torch.randn(2, 7, 4, generator=g,
-                                                            dtype=torch.float64),
-                                                torch.randn(2, 5, 4, generator=g,
-                                                            dtype=torch.float64)], {}))],
+    'rope_softmax': [('default', lambda g: (_qkv(g), dict(zip(('sin', 'cos'), _rope_tables()))))],
+    'apply_rope': [('default', lambda g: (_qkv(g)[:1], dict(zip(('sin', 'cos'), _rope_tables()))))],
+    'gaussian_kernel': [('default', lambda g: ([
+        torch.randn(2, 7, 4, generator=g, dtype=torch.float64),
+        torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    ], {}))],
     'newton_schulz_pinv': [(mode, lambda g, mode=mode: ([_spd(g)], dict(num_iters=40, mode=mode)))
                            for mode in PINV_MODES],
-    'softmax_free': [(f'{n}-{p}', lambda g, n=n, p=p: (
-        [torch.randn(2, 2, 30, 8, generator=g, dtype=torch.float64) / 8 ** 0.25,
-         torch.randn(2, 2, 6, 8, generator=g, dtype=torch.float64) * 1.5,
-         torch.randn(2, 2, 30, 8, generator=g, dtype=torch.float64)],
-        dict(normalization=n, pinv_mode=p, num_iters=40)))
-        for n in NORMALIZATIONS for p in PINV_MODES],
+    'softmax_free': [(f'{n}-{p}', lambda g, n=n, p=p: ([
+        torch.randn(2, 2, 30, 8, generator=g, dtype=torch.float64) / 8**0.25,
+        torch.randn(2, 2, 6, 8, generator=g, dtype=torch.float64) * 1.5,
+        torch.randn(2, 2, 30, 8, generator=g, dtype=torch.float64)
+    ], dict(normalization=n, pinv_mode=p, num_iters=40))) for n in NORMALIZATIONS
+                     for p in PINV_MODES],
 }
 
 
@@ -60,16 +58,15 @@ PARAMS = [(kind, backend, case_id, make) for kind in op_kinds() for backend in o
           if backend != 'reference' for case_id, make in CASES.get(kind, [])]
 
 
-@pytest.mark.parametrize('kind,backend,case_id,make', PARAMS,
-                         ids=[f'{k}-{b}-{c}' for k, b, c, _ in PARAMS])
+@pytest.mark.parametrize(
+    'kind,backend,case_id,make', PARAMS, ids=[f'{k}-{b}-{c}' for k, b, c, _ in PARAMS])
 def test_backend_matches_reference_forward_and_backward(kind, backend, case_id, make):
     tensors, kwargs = make(torch.Generator().manual_seed(0))
     outputs, grads = [], []
     for name in (backend, 'reference'):
         inputs = [t.clone().requires_grad_() for t in tensors]
         out = get_op(kind, name)(*inputs, **kwargs)
-        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
-                             dtype=out.dtype)
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
         grads.append(torch.autograd.grad((out * weight).sum(), inputs))
         outputs.append(out.detach())
     scale = outputs[1].abs().max()

@@ -49,8 +49,9 @@ def test_rala_is_not_plain_linear_attention():
     out = rank_augmented_linear_attention(q, k, v, sin, cos)
     phi_q, phi_k = (torch.nn.functional.elu(t) + 1 for t in (q, k))
     from mmlinattn.ops.rope import apply_rope
-    plain = (apply_rope(phi_q, sin, cos) @ (apply_rope(phi_k, sin, cos).transpose(-1, -2) @ v)
-             / (phi_q @ phi_k.sum(-2, keepdim=True).transpose(-1, -2) + 1e-6))
+    plain = (
+        apply_rope(phi_q, sin, cos) @ (apply_rope(phi_k, sin, cos).transpose(-1, -2) @ v) /
+        (phi_q @ phi_k.sum(-2, keepdim=True).transpose(-1, -2) + 1e-6))
     assert (out - plain).abs().max() > 1e-2
 
 
@@ -64,8 +65,9 @@ def test_rala_memory_grows_linearly_with_tokens():
         return peak_memory(lambda: fn(q, k, v, sin, cos), torch.device('cpu'))
 
     fast = peak(rank_augmented_linear_attention, 128) / peak(rank_augmented_linear_attention, 64)
-    ref = (peak(rank_augmented_linear_attention_reference, 64)
-           / peak(rank_augmented_linear_attention_reference, 32))
+    ref = (
+        peak(rank_augmented_linear_attention_reference, 64) /
+        peak(rank_augmented_linear_attention_reference, 32))
     assert 3.5 < fast < 4.5, fast
     assert ref > 12, ref
 
@@ -92,8 +94,7 @@ def test_rala_accumulates_in_float32_under_autocast(dtype):
     # scores, denominator, KV buffer, read-out: all in float32
     assert len(recorder.dtypes) == 4
     assert all(d == (torch.float32, torch.float32) for d in recorder.dtypes), recorder.dtypes
-    ref = rank_augmented_linear_attention_reference(q.double(), k.double(), v.double(),
-                                                    sin, cos)
+    ref = rank_augmented_linear_attention_reference(q.double(), k.double(), v.double(), sin, cos)
     rel = (out.double() - ref).abs().max() / ref.abs().max()
     assert rel < 1e-2  # only the final rounding to 8/11-bit mantissas
 

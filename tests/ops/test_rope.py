@@ -17,7 +17,7 @@ def test_frequencies_include_both_endpoints_and_are_interleaved(head_dim):
     assert freqs[0].item() == 1.0
     if m > 1:
         assert freqs[-1].item() == pytest.approx(1e-4, rel=1e-6)
-        expected = [10000.0 ** -(i / (m - 1)) for i in range(m)]
+        expected = [10000.0**-(i / (m - 1)) for i in range(m)]
         assert freqs[0::2].tolist() == pytest.approx(expected, rel=1e-6)
 
 

@@ -28,6 +28,7 @@ def exact_inverse(mat, mode):
 
 # --------------------------------------------------------------------------- Gaussian kernel
 
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 def test_gaussian_kernel_matches_reference(dtype):
     g = torch.Generator().manual_seed(0)
@@ -49,6 +50,7 @@ def test_gaussian_kernel_is_float32_under_autocast():
 
 
 # --------------------------------------------------------------------------- Newton inverse
+
 
 @pytest.mark.parametrize('mode', PINV_MODES)
 def test_pinv_converges_to_linalg_pinv(mode):
@@ -75,7 +77,7 @@ def test_pinv_matches_reference_unconverged(mode, spread):
 
 def test_pinv_scale_is_per_matrix_or_global_as_documented():
     a = kernel_matrices((1, ), 10, spread=0.3, seed=2)
-    b = kernel_matrices((1, ), 10, spread=0.1, seed=3)   # larger row sums -> smaller scale
+    b = kernel_matrices((1, ), 10, spread=0.1, seed=3)  # larger row sums -> smaller scale
     both = torch.cat([a, b])
     for mode in ('newton_shifted', 'newton'):
         alone = newton_schulz_pinv(a, mode=mode)
@@ -104,7 +106,7 @@ def test_pinv_backward_matches_exact_inverse(mode):
 def test_pinv_backward_is_applied_once_at_the_final_iterate():
     mat = kernel_matrices((3, ), 10, spread=0.3, seed=6).requires_grad_()
     grad_out = torch.randn(3, 10, 10, dtype=torch.float64)
-    inv = newton_schulz_pinv(mat)                                   # unconverged
+    inv = newton_schulz_pinv(mat)  # unconverged
     inv.backward(grad_out)
     inv_t = inv.detach().transpose(-1, -2)
     assert torch.allclose(mat.grad, -inv_t @ grad_out @ inv_t, rtol=0, atol=1e-12)
@@ -113,15 +115,15 @@ def test_pinv_backward_is_applied_once_at_the_final_iterate():
 @pytest.mark.parametrize('mode', PINV_MODES)
 def test_pinv_gradcheck(mode):
     mat = kernel_matrices((2, ), 4, spread=1.0, seed=7).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a: newton_schulz_pinv(a, 40, mode), (mat, ),
-                                    eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda a: newton_schulz_pinv(a, 40, mode), (mat, ), eps=1e-6, atol=1e-6)
 
 
 def test_pinv_without_host_sync_traces_as_one_graph():
     torch._dynamo.reset()
     mat = kernel_matrices((2, 2), 8, spread=0.5, seed=8).float()
-    compiled = torch.compile(lambda a: newton_schulz_pinv(a, 20, 'newton'), backend='eager',
-                             fullgraph=True)
+    compiled = torch.compile(
+        lambda a: newton_schulz_pinv(a, 20, 'newton'), backend='eager', fullgraph=True)
     assert torch.equal(compiled(mat), newton_schulz_pinv(mat, 20, 'newton'))
     torch._dynamo.reset()
 
@@ -136,9 +138,10 @@ def test_pinv_float32_under_autocast():
 
 # --------------------------------------------------------------------------- attention
 
+
 def attention_inputs(seed=0, n=30, m=6, d=8, landmark_spread=0.5, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(2, 2, n, d, generator=g, dtype=dtype) / d ** 0.25
+    q = torch.randn(2, 2, n, d, generator=g, dtype=dtype) / d**0.25
     landmarks = torch.randn(2, 2, m, d, generator=g, dtype=dtype) * landmark_spread
     v = torch.randn(2, 2, n, d, generator=g, dtype=dtype)
     return q, landmarks, v
@@ -176,7 +179,7 @@ def test_full_normalization_is_symmetric_normalised_matrix():
     k1 = gaussian_kernel_reference(q, landmarks)
     sim = k1 @ torch.linalg.inv(gaussian_kernel_reference(landmarks, landmarks)) @ \
         k1.transpose(-1, -2)
-    deg = sim.sum(-1, keepdim=True) ** -0.5
+    deg = sim.sum(-1, keepdim=True)**-0.5
     assert rel_err(out, (deg * sim * deg.transpose(-1, -2)) @ v) < 1e-9
 
 
@@ -186,7 +189,8 @@ def test_attention_computes_in_float32_under_autocast(dtype):
     with torch.autocast('cpu', dtype=dtype):
         out = softmax_free_attention(q, landmarks, v, 'core', 'newton_batch_scaled')
     assert out.dtype == dtype and torch.isfinite(out).all()
-    ref = softmax_free_attention(q.float(), landmarks.float(), v.float(), 'core', 'newton_batch_scaled')
+    ref = softmax_free_attention(q.float(), landmarks.float(), v.float(), 'core',
+                                 'newton_batch_scaled')
     assert torch.equal(out, ref.to(dtype))
 
 
@@ -198,9 +202,10 @@ def test_attention_unknown_normalization():
 
 # --------------------------------------------------------------------------- landmark grid
 
+
 def test_landmark_grid_official():
     assert landmark_grid_size(56, 56, 8) == (7, 7)
-    assert landmark_grid_size(200, 334, 8) == (25, 41)        # remainder rows/cols uncovered
+    assert landmark_grid_size(200, 334, 8) == (25, 41)  # remainder rows/cols uncovered
     assert landmark_grid_size(50, 84, 2, max_landmarks=None) == (25, 42)
     assert landmark_grid_size(16, 24, 8, max_landmarks=1000) == (2, 3)
 
@@ -220,17 +225,18 @@ def test_landmark_grid_too_small():
 def test_bounded_landmark_cost_is_linear_in_pixels():
     """Count landmarks per SOFT stage from 512^2 to 2048^2: the official count grows with the
     image (so the m^3 inverse grows with the cube of the pixels), the bounded one does not."""
+
     def cost(side, max_landmarks):
         total = 0
         for stage, ratio in enumerate((8, 4, 2)):
-            h = w = side // 2 ** (stage + 2)
+            h = w = side // 2**(stage + 2)
             gh, gw = landmark_grid_size(h, w, ratio, max_landmarks)
             m = gh * gw
             assert max_landmarks is None or m <= max_landmarks
-            total += h * w * m + m ** 3               # kernels/products + inverse
+            total += h * w * m + m**3  # kernels/products + inverse
         return total
 
-    sides = [512, 1024, 2048]                         # 4x pixels per step
+    sides = [512, 1024, 2048]  # 4x pixels per step
     bounded = [cost(s, 256) for s in sides]
     official = [cost(s, None) for s in sides]
     assert all(b1 / b0 <= 4.0 for b0, b1 in zip(bounded, bounded[1:]))

@@ -56,8 +56,13 @@ def _convert(src: str, dst: str) -> dict:
 
 
 def _save_whole(path: str, backbone_state: dict) -> str:
-    torch.save({'state_dict': {f'backbone.{k}': v for k, v in backbone_state.items()},
-                'meta': {}}, path)
+    torch.save({
+        'state_dict': {
+            f'backbone.{k}': v
+            for k, v in backbone_state.items()
+        },
+        'meta': {}
+    }, path)
     return path
 
 
@@ -74,57 +79,62 @@ def build_corpus(folder: str, marker: str) -> Dict[str, Case]:
     def damaged(name, data, words):
         with open(join(name), 'wb') as f:
             f.write(data)
-        cases[name] = Case(join(name), ravlt_model, words, (unreadable[0], words),
-                           (unreadable[0], words))
+        cases[name] = Case(
+            join(name), ravlt_model, words, (unreadable[0], words), (unreadable[0], words))
 
     good = open(join('ravlt_ours.pth'), 'rb').read()
     damaged('empty.pth', b'', ('empty file (0 bytes)', ))
     for label, cut in (('10b', 10), ('third', len(good) // 3), ('half', len(good) // 2),
                        ('end', len(good) - 20)):
         damaged(f'truncated_{label}.pth', good[:cut], ('truncated', ))
-    damaged('random.pth', bytes(torch.randint(0, 256, (4096, ), dtype=torch.uint8,
-                                              generator=torch.Generator().manual_seed(0))),
-            ('not a PyTorch checkpoint', 'expected'))
+    damaged(
+        'random.pth',
+        bytes(
+            torch.randint(
+                0, 256, (4096, ), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))),
+        ('not a PyTorch checkpoint', 'expected'))
     damaged('text.pth', b'these are my notes about the model\n',
             ('not a PyTorch checkpoint', 'starts with the text'))
     with open(join('pickle_exec.pth'), 'wb') as f:
         pickle.dump({'state_dict': {}, 'x': Payload(marker)}, f)
     torch.save({'state_dict': ravlt, 'x': Payload(marker)}, join('torchzip_exec.pth'))
-    unsafe = ('unsafe checkpoint', 'references posix.system', 'Do not load it with weights_only=False')
+    unsafe = ('unsafe checkpoint', 'references posix.system',
+              'Do not load it with weights_only=False')
     for name in ('pickle_exec.pth', 'torchzip_exec.pth'):
-        cases[name] = Case(join(name), ravlt_model, unsafe, ('UnsafeCheckpointError', unsafe),
-                           ('UnsafeCheckpointError', unsafe))
+        cases[name] = Case(
+            join(name), ravlt_model, unsafe, ('UnsafeCheckpointError', unsafe),
+            ('UnsafeCheckpointError', unsafe))
 
     # Readable files that contradict the model they meet.
     cases['wrong_family.pth'] = Case(
-        _save_whole(join('wrong_family.pth'), soft), ravlt_model,
-        ('this is a SOFT checkpoint', 'not RALA'),
+        _save_whole(join('wrong_family.pth'), soft),
+        ravlt_model, ('this is a SOFT checkpoint', 'not RALA'),
         ('CheckpointError', ('this is a SOFT checkpoint', 'not RALA')),
         ('CheckpointMismatchError', ('holds SOFT weights', 'RAVLT')),
         convert_args=('--family', 'rala'))
     cases['wrong_variant.pth'] = Case(
         _save_whole(join('wrong_variant.pth'), ravlt), ('RAVLT', dict(arch=RAVLT_OTHER_ARCH)),
-        None, ('CheckpointMismatchError', ('depths=[2, 1, 2, 1]', 'depths=[1, 1, 1, 1]',
-                                           'set arch=')),
+        None,
+        ('CheckpointMismatchError', ('depths=[2, 1, 2, 1]', 'depths=[1, 1, 1, 1]', 'set arch=')),
         ('CheckpointMismatchError', ('depths=[2, 1, 2, 1]', 'depths=[1, 1, 1, 1]', 'set arch=')),
         records={'depths': [2, 1, 2, 1]})
     soft_kwargs = dict(arch=SOFT_ARCH, final_norm=True)
     cases['soft_as_softpp.pth'] = Case(
-        _save_whole(join('soft_as_softpp.pth'), soft),
-        ('SOFT', dict(soft_kwargs, normalization='core')), None,
-        ('CheckpointMismatchError', ("normalization='none'", "set normalization='none'")),
+        _save_whole(join('soft_as_softpp.pth'),
+                    soft), ('SOFT', dict(soft_kwargs, normalization='core')),
+        None, ('CheckpointMismatchError', ("normalization='none'", "set normalization='none'")),
         ('CheckpointMismatchError', ("normalization='none'", "set normalization='none'")),
         records={'normalization': 'none'})
     cases['softpp_as_soft.pth'] = Case(
-        _save_whole(join('softpp_as_soft.pth'), softpp),
-        ('SOFT', dict(soft_kwargs, normalization='none')), None,
-        ('CheckpointMismatchError', ("normalization='core'", "set normalization='core'")),
+        _save_whole(join('softpp_as_soft.pth'),
+                    softpp), ('SOFT', dict(soft_kwargs, normalization='none')),
+        None, ('CheckpointMismatchError', ("normalization='core'", "set normalization='core'")),
         ('CheckpointMismatchError', ("normalization='core'", "set normalization='core'")),
         records={'normalization': 'core'})
     official_softpp = osp.join(DATA, 'soft_norm_custom_timm.pth')
     cases['official_softpp_as_soft.pth'] = Case(
-        official_softpp, ('SOFT', dict(soft_kwargs, normalization='none')), None,
-        ('CheckpointMismatchError', ("normalization='core'", "set normalization='core'")),
+        official_softpp, ('SOFT', dict(soft_kwargs, normalization='none')),
+        None, ('CheckpointMismatchError', ("normalization='core'", "set normalization='core'")),
         ('CheckpointError', ('official', 'convert it first')),
         records={'normalization': 'core'})
     bent = dict(ravlt)
@@ -137,8 +147,8 @@ def build_corpus(folder: str, marker: str) -> Dict[str, Case]:
         ('CheckpointMismatchError', ('differ in shape', 'stages.1.blocks.0.attn.lepe.weight')))
     stageless = {k: v for k, v in ravlt.items() if not k.startswith('stages.3.')}
     cases['missing_stage.pth'] = Case(
-        _save_whole(join('missing_stage.pth'), stageless), ravlt_model,
-        ('stage 3 has no complete block list', ),
+        _save_whole(join('missing_stage.pth'),
+                    stageless), ravlt_model, ('stage 3 has no complete block list', ),
         ('CheckpointError', ('stage 3 has no complete block list', )),
         ('CheckpointMismatchError', ('are missing', 'stages.3.')))
     return cases

@@ -20,18 +20,18 @@ from mmengine.runner.checkpoint import load_checkpoint
 
 import mmlinattn  # noqa: F401
 from mmlinattn.utils import checkpoint as checkpoint_errors
-
 from .corpus import build_corpus
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import convert_checkpoint  # noqa: E402
 
-CASE_NAMES = ['empty.pth', 'truncated_10b.pth', 'truncated_third.pth', 'truncated_half.pth',
-              'truncated_end.pth', 'random.pth', 'text.pth', 'pickle_exec.pth',
-              'torchzip_exec.pth', 'wrong_family.pth', 'wrong_variant.pth', 'soft_as_softpp.pth',
-              'softpp_as_soft.pth', 'official_softpp_as_soft.pth', 'wrong_shape.pth',
-              'missing_stage.pth']
+CASE_NAMES = [
+    'empty.pth', 'truncated_10b.pth', 'truncated_third.pth', 'truncated_half.pth',
+    'truncated_end.pth', 'random.pth', 'text.pth', 'pickle_exec.pth', 'torchzip_exec.pth',
+    'wrong_family.pth', 'wrong_variant.pth', 'soft_as_softpp.pth', 'softpp_as_soft.pth',
+    'official_softpp_as_soft.pth', 'wrong_shape.pth', 'missing_stage.pth'
+]
 
 
 @pytest.fixture(scope='module')
@@ -70,7 +70,7 @@ def test_converter(corpus, name, tmp_path, capsys):
     captured = capsys.readouterr()
     assert sha256(case.path) == before
     assert not osp.exists(marker)
-    if case.convert is None:                   # readable: converted, and it says what it is
+    if case.convert is None:  # readable: converted, and it says what it is
         assert rc == 0, captured.err
         meta = torch.load(dst, weights_only=True)['meta']
         for key, value in case.records.items():
@@ -81,7 +81,7 @@ def test_converter(corpus, name, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith('convert_checkpoint: error: '), captured.err
     assert_words(lines[0], case.convert)
     assert dst.read_bytes() == b'the user\'s previous file'
-    assert sorted(os.listdir(tmp_path)) == ['out.pth']          # no temporary file left
+    assert sorted(os.listdir(tmp_path)) == ['out.pth']  # no temporary file left
 
 
 @pytest.mark.parametrize('name', CASE_NAMES)
@@ -122,7 +122,7 @@ def test_load_from(corpus, name):
     assert_words(str(info.value), words)
     assert '\n' not in str(info.value)
     assert sha256(case.path) == before and not osp.exists(marker)
-    for key, value in model.backbone.state_dict().items():   # the backbone is untouched
+    for key, value in model.backbone.state_dict().items():  # the backbone is untouched
         assert torch.equal(value, weights[key]), key
 
 
@@ -131,8 +131,8 @@ def test_explicit_override_loads_with_a_warning(corpus, name, monkeypatch):
     """``override_checkpoint_settings=True`` is the one deliberate way past a contradiction."""
     from mmlinattn.models.backbones import base
     logged = []
-    monkeypatch.setattr(base, 'print_log', lambda msg, logger=None, level=20: logged.append(
-        (level, msg)))
+    monkeypatch.setattr(
+        base, 'print_log', lambda msg, logger=None, level=20: logged.append((level, msg)))
     cases, _ = corpus
     case = cases[name]
     model = Wrapper(build(case.backbone, override_checkpoint_settings=True))
@@ -145,9 +145,14 @@ def test_cli_one_line_exit_2(corpus, tmp_path):
     """The real command line: no traceback, one line, exit code 2, for a payload and a mismatch."""
     cases, marker = corpus
     for name in ('torchzip_exec.pth', 'wrong_shape.pth'):
-        proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', cases[name].path,
-                               str(tmp_path / 'out.pth')], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run([
+            sys.executable, 'tools/convert_checkpoint.py', cases[name].path,
+            str(tmp_path / 'out.pth')
+        ],
+                              cwd=ROOT,
+                              capture_output=True,
+                              text=True,
+                              timeout=300)
         assert proc.returncode == 2 and 'Traceback' not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not osp.exists(marker) and not osp.exists(tmp_path / 'out.pth')

@@ -1,5 +1,6 @@
 """A NaN or inf in one image never reaches the other images of its batch, in every attention mode
-except SOFT++'s released ``'newton_batch_scaled'`` inverse, whose batch coupling is kept for fidelity,
+except SOFT++'s released ``'newton_batch_scaled'`` inverse, whose batch coupling is kept for
+fidelity,
 warned about when it bites, and used by no shipped config (see tests/configs)."""
 import itertools
 
@@ -32,8 +33,8 @@ def assert_isolated(run, inputs, value):
 
 
 @pytest.mark.parametrize('value', sorted(BAD_VALUES))
-@pytest.mark.parametrize('op', [rank_augmented_linear_attention, rope_softmax_attention],
-                         ids=['rala', 'rope_softmax'])
+@pytest.mark.parametrize(
+    'op', [rank_augmented_linear_attention, rope_softmax_attention], ids=['rala', 'rope_softmax'])
 def test_ravlt_ops(op, value):
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 2, 64, 16) for _ in range(3))
@@ -77,8 +78,8 @@ SMALL_SOFT = dict(embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1], num_heads=[2
     ('ravlt', lambda: RAVLT(arch=SMALL_RAVLT)),
     ('ravlt_linear', lambda: RAVLT(arch=SMALL_RAVLT, attn_types=('linear', ) * 4)),
     ('soft_official', lambda: SOFT(arch=SMALL_SOFT, normalization='none')),
-    ('softpp_per_matrix', lambda: SOFT(arch=SMALL_SOFT, normalization='core',
-                                       pinv_mode='newton', max_landmarks=16)),
+    ('softpp_per_matrix',
+     lambda: SOFT(arch=SMALL_SOFT, normalization='core', pinv_mode='newton', max_landmarks=16)),
 ])
 def test_backbones_in_eval_mode(name, build):
     torch.manual_seed(0)
@@ -104,8 +105,7 @@ def test_empty_batch_gives_empty_maps(name, build):
     model = build()
     x = torch.zeros(0, 3, 64, 96, requires_grad=True)
     outs = model.train()(x)
-    assert [tuple(o.shape) for o in outs] == [
-        (0, c, -(-64 // 2 ** (i + 2)), -(-96 // 2 ** (i + 2)))
-        for i, c in enumerate(model.embed_dims)]
+    assert [tuple(o.shape) for o in outs] == [(0, c, -(-64 // 2**(i + 2)), -(-96 // 2**(i + 2)))
+                                              for i, c in enumerate(model.embed_dims)]
     sum(o.sum() for o in outs).backward()
     assert x.grad.shape == x.shape

@@ -37,7 +37,8 @@ def test_shared_knobs(backbone, kwargs, message):
     (dict(depths=[1, 0, 1, 1]), r"arch\['depths'\]\[1\] \(stage 1\) must be a positive int"),
     (dict(embed_dims=[16, 32, 48, -64]), r"arch\['embed_dims'\]\[3\] \(stage 3\)"),
     (dict(num_heads=[2, 2, 4]), r"arch\['num_heads'\] must list 4 values"),
-    (dict(num_heads=[2, 2, 4, 1.5]), r"arch\['num_heads'\]\[3\] \(stage 3\) must be a positive int"),
+    (dict(num_heads=[2, 2, 4, 1.5]),
+     r"arch\['num_heads'\]\[3\] \(stage 3\) must be a positive int"),
 ])
 def test_arch_numbers(backbone, arch_update, message):
     cls, arch = BACKBONES[backbone]
@@ -50,7 +51,8 @@ def test_arch_numbers(backbone, arch_update, message):
      r"arch\['mlp_ratios'\]\[1\] must be a positive number"),
     (dict(arch=dict(RAVLT_ARCH, drop_path_rate=2)), r"arch\['drop_path_rate'\] must be"),
     (dict(arch=RAVLT_ARCH, attn_types=('linear', ) * 3), 'attn_types must give one of'),
-    (dict(arch=dict(RAVLT_ARCH, num_heads=[2, 2, 4, 32])), 'head_dim = 64 / 32 = 2 must be divisible by 4'),
+    (dict(arch=dict(RAVLT_ARCH, num_heads=[2, 2, 4, 32])),
+     'head_dim = 64 / 32 = 2 must be divisible by 4'),
 ])
 def test_ravlt_knobs(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -64,7 +66,7 @@ def test_ravlt_knobs(kwargs, message):
     (dict(landmark_ratios=(8, 0, 2)), r'landmark_ratios\[1\] must be a positive int'),
     (dict(local_kernel_sizes=(9, 4, 3)), 'local_kernel_sizes must be odd'),
     (dict(pretrain_img_size=16), 'pretrain_img_size must be an int or \\(height, width\\) of at '
-                                 'least 32'),
+     'least 32'),
     (dict(normalization='sym'), "normalization 'sym' unknown"),
     (dict(norm=True, normalization='none'), 'norm=True contradicts normalization'),
     (dict(pinv_mode='exact'), "pinv_mode 'exact' unknown"),

@@ -34,8 +34,7 @@ def test_source_is_a_directory(tmp_path, capsys):
 
 def test_destination_is_a_directory_even_with_force(tmp_path, capsys):
     (tmp_path / 'out').mkdir()
-    assert convert_checkpoint.main([SRC, str(tmp_path / 'out'), '--allow-custom',
-                                    '--force']) == 2
+    assert convert_checkpoint.main([SRC, str(tmp_path / 'out'), '--allow-custom', '--force']) == 2
     assert 'is a directory; give a file name for the output' in refusal(capsys)
     assert os.listdir(tmp_path / 'out') == []
 
@@ -93,12 +92,16 @@ def test_printed_backbone_builds_and_loads_when_pasted(name, tmp_path, capsys):
 
 def test_setup_script_help_prints_usage_and_runs_nothing():
     proc = subprocess.run(['bash', osp.join(ROOT, 'tools', 'setup_env.sh'), '--help'],
-                          capture_output=True, text=True, timeout=60,
+                          capture_output=True,
+                          text=True,
+                          timeout=60,
                           env=dict(os.environ, PYTHON='/nonexistent/python'))
     assert proc.returncode == 0 and proc.stdout.startswith('usage: bash tools/setup_env.sh')
     assert '[setup]' not in proc.stderr
     proc = subprocess.run(['bash', osp.join(ROOT, 'tools', 'setup_env.sh'), '--bogus'],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True,
+                          text=True,
+                          timeout=60)
     assert proc.returncode == 2 and "unknown argument '--bogus'" in proc.stderr
 
 

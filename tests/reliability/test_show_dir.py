@@ -15,8 +15,13 @@ DEMO_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*_demo.py')))
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     out = tmp_path_factory.mktemp('demo_data')
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out',
-                    str(out)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable,
+         osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out',
+         str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300)
     return str(out)
 
 
@@ -32,13 +37,17 @@ def test_show_dir(task, demo_checkpoints, data_root, tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     root = osp.join(data_root, 'coco' if task == 'det' else 'ade') + '/'
-    options = [f'test_dataloader.dataset.data_root={root}', 'test_dataloader.num_workers=0',
-               'test_dataloader.persistent_workers=False', 'test_dataloader.dataset.indices=2']
+    options = [
+        f'test_dataloader.dataset.data_root={root}', 'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False', 'test_dataloader.dataset.indices=2'
+    ]
     if task == 'det':
         options.append(f'test_evaluator.ann_file={root}annotations/instances_val.json')
     work = tmp_path / 'work'
-    assert tool.main([config, checkpoint, '--work-dir', str(work), '--show-dir', 'vis',
-                      '--cfg-options', *options]) == 0
+    assert tool.main([
+        config, checkpoint, '--work-dir',
+        str(work), '--show-dir', 'vis', '--cfg-options', *options
+    ]) == 0
     folder = capsys.readouterr().out.split('drawn predictions: ')[1].strip()
     assert folder.startswith(str(work)) and 'vis' in folder
-    assert len(glob.glob(osp.join(folder, '*.png'))) == 2      # the two test images
+    assert len(glob.glob(osp.join(folder, '*.png'))) == 2  # the two test images

@@ -50,8 +50,10 @@ def test_test_tool_truncated_and_unsafe_checkpoints(tmp_path, seg_checkpoint, ca
 
 def test_test_tool_checkpoint_that_contradicts_the_config(seg_checkpoint, capfd):
     tool = load_tool('test')
-    assert tool.main([SEG_DEMO, seg_checkpoint, '--cfg-options',
-                      "model.backbone.attn_types=['linear','linear','linear','linear']"]) == 2
+    assert tool.main([
+        SEG_DEMO, seg_checkpoint, '--cfg-options',
+        "model.backbone.attn_types=['linear','linear','linear','linear']"
+    ]) == 2
     one_line(capfd, 'attn_types=', "set attn_types=('linear', 'linear', 'softmax', 'softmax')")
 
 
@@ -64,7 +66,7 @@ def test_resume_from_a_truncated_last_checkpoint_names_the_newest_intact_one(
     shutil.copy(seg_checkpoint, good)
     bad = work / 'iter_4.pth'
     bad.write_bytes(open(seg_checkpoint, 'rb').read()[:1000])
-    os.utime(good, (1, 1))                     # older than the broken one
+    os.utime(good, (1, 1))  # older than the broken one
     (work / 'last_checkpoint').write_text(str(bad))
     assert tool.main([SEG_DEMO, '--work-dir', str(work), '--resume']) == 2
     line = one_line(capfd, str(bad), 'last_checkpoint', 'truncated', f'--resume {good}')

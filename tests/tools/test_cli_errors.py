@@ -1,4 +1,5 @@
-"""Mistakes before a run starts give one line naming what is missing and the command that fixes it."""
+"""Mistakes before a run starts give one line naming what is missing and the command that fixes
+it."""
 import os.path as osp
 import subprocess
 import sys
@@ -16,8 +17,8 @@ def run_tool(tool, *args):
     import contextlib
     import importlib.util
     import io
-    spec = importlib.util.spec_from_file_location(
-        f'cli_{osp.basename(tool)[:-3]}', osp.join(ROOT, tool))
+    spec = importlib.util.spec_from_file_location(f'cli_{osp.basename(tool)[:-3]}',
+                                                  osp.join(ROOT, tool))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out, err = io.StringIO(), io.StringIO()
@@ -28,7 +29,10 @@ def run_tool(tool, *args):
 
 def test_command_line_is_one_line():
     proc = subprocess.run([sys.executable, 'tools/train.py', 'configs/maskrcnn_ravlt_t_dmeo.py'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert_one_line_error(proc.returncode, proc.stderr, 'not found')
 
 

@@ -38,8 +38,10 @@ def assert_png_like(path, source):
 def test_detection_png(demo_tool, demo_checkpoints, photograph, tmp_path, capsys):
     config, checkpoint = demo_checkpoints['det']
     out_dir = tmp_path / 'vis'
-    assert demo_tool.main([photograph, config, checkpoint, '--out-dir', str(out_dir),
-                           '--device', 'cpu', '--score-thr', '0.05']) == 0
+    assert demo_tool.main([
+        photograph, config, checkpoint, '--out-dir',
+        str(out_dir), '--device', 'cpu', '--score-thr', '0.05'
+    ]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(out_dir / 'coffee.png')]
     assert_png_like(printed[0], photograph)
@@ -48,11 +50,16 @@ def test_detection_png(demo_tool, demo_checkpoints, photograph, tmp_path, capsys
 def test_segmentation_folder_cli(demo_checkpoints, two_photos, tmp_path):
     config, checkpoint = demo_checkpoints['seg']
     out_dir = tmp_path / 'vis'
-    proc = subprocess.run([sys.executable, DEMO, str(two_photos), config, checkpoint,
-                           '--out-dir', str(out_dir)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, DEMO,
+         str(two_photos), config, checkpoint, '--out-dir',
+         str(out_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = proc.stdout.split()                # only the paths: library chatter is on stderr
+    written = proc.stdout.split()  # only the paths: library chatter is on stderr
     assert written == [str(out_dir / 'astronaut.png'), str(out_dir / 'coffee.png')]
     assert_png_like(written[0], two_photos / 'astronaut.jpg')
     assert_png_like(written[1], two_photos / 'coffee.png')
@@ -69,8 +76,7 @@ def test_output_names_keep_apart_equal_stems(demo_tool):
     ('config', ('not found', 'maskrcnn_ravlt_t_demo.py')),
     ('checkpoint', ('checkpoint', 'does not exist', 'tools/train.py')),
 ])
-def test_one_line_errors(demo_tool, demo_checkpoints, photograph, tmp_path, capsys, case,
-                         needles):
+def test_one_line_errors(demo_tool, demo_checkpoints, photograph, tmp_path, capsys, case, needles):
     config, checkpoint = demo_checkpoints['det']
     args = [photograph, config, checkpoint]
     if case == 'image':

@@ -35,8 +35,12 @@ def recorder(tmp_path):
 
 def run_script(name, *args, env=None):
     full_env = dict(os.environ, **(env or {}))
-    proc = subprocess.run(['bash', osp.join(TOOLS, name), *map(str, args)], capture_output=True,
-                          text=True, env=full_env, timeout=600, cwd=ROOT)
+    proc = subprocess.run(['bash', osp.join(TOOLS, name), *map(str, args)],
+                          capture_output=True,
+                          text=True,
+                          env=full_env,
+                          timeout=600,
+                          cwd=ROOT)
     return proc
 
 
@@ -46,27 +50,46 @@ def recorded(proc):
 
 
 def test_dist_train_command(recorder):
-    out = recorded(run_script('dist_train.sh', SEG_DEMO, 2, '--work-dir', 'w', '--amp',
-                              env=dict(PYTHON=str(recorder), PYTHONPATH='/elsewhere')))
+    out = recorded(
+        run_script(
+            'dist_train.sh',
+            SEG_DEMO,
+            2,
+            '--work-dir',
+            'w',
+            '--amp',
+            env=dict(PYTHON=str(recorder), PYTHONPATH='/elsewhere')))
     assert out['argv'] == [
-        '-m', 'torch.distributed.run', '--nnodes=1', '--node_rank=0',
-        '--master_addr=127.0.0.1', '--master_port=29500', '--nproc_per_node=2',
-        osp.join(TOOLS, 'train.py'), SEG_DEMO, '--launcher', 'pytorch', '--work-dir', 'w',
-        '--amp']
+        '-m', 'torch.distributed.run', '--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
+        '--master_port=29500', '--nproc_per_node=2',
+        osp.join(TOOLS, 'train.py'), SEG_DEMO, '--launcher', 'pytorch', '--work-dir', 'w', '--amp'
+    ]
     assert out['pythonpath'] == f'{ROOT}:/elsewhere'
 
 
 def test_dist_test_command_multi_node(recorder, tmp_path):
     ckpt = tmp_path / 'model.pth'
     ckpt.write_bytes(b'')
-    out = recorded(run_script('dist_test.sh', SEG_DEMO, ckpt, 4, '--show-dir', 'vis',
-                              env=dict(PYTHON=str(recorder), NNODES='2', NODE_RANK='1',
-                                       PORT='29512', MASTER_ADDR='10.0.0.7')))
+    out = recorded(
+        run_script(
+            'dist_test.sh',
+            SEG_DEMO,
+            ckpt,
+            4,
+            '--show-dir',
+            'vis',
+            env=dict(
+                PYTHON=str(recorder),
+                NNODES='2',
+                NODE_RANK='1',
+                PORT='29512',
+                MASTER_ADDR='10.0.0.7')))
     assert out['argv'] == [
-        '-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1',
-        '--master_addr=10.0.0.7', '--master_port=29512', '--nproc_per_node=4',
-        osp.join(TOOLS, 'test.py'), SEG_DEMO, str(ckpt), '--launcher', 'pytorch',
-        '--show-dir', 'vis']
+        '-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1', '--master_addr=10.0.0.7',
+        '--master_port=29512', '--nproc_per_node=4',
+        osp.join(TOOLS, 'test.py'), SEG_DEMO,
+        str(ckpt), '--launcher', 'pytorch', '--show-dir', 'vis'
+    ]
     assert out['pythonpath'].split(':')[0] == ROOT
 
 
@@ -91,17 +114,30 @@ def test_slurm_commands(recorder, name, fourth, tool, extra):
     srun = recorder.parent / 'srun'
     recorder.rename(srun)
     path = f"{srun.parent}:{os.environ['PATH']}"
-    out = recorded(run_script(name, 'gpu-part', 'ravlt', SEG_DEMO, fourth, '--cfg-options', 'a=1',
-                              env=dict(PATH=path, GPUS='16', SRUN_ARGS='--qos=low',
-                                       PYTHON='python3')))
+    out = recorded(
+        run_script(
+            name,
+            'gpu-part',
+            'ravlt',
+            SEG_DEMO,
+            fourth,
+            '--cfg-options',
+            'a=1',
+            env=dict(PATH=path, GPUS='16', SRUN_ARGS='--qos=low', PYTHON='python3')))
     assert out['argv'] == [
-        '-p', 'gpu-part', '--job-name=ravlt', '--gres=gpu:8', '--ntasks=16',
-        '--ntasks-per-node=8', '--cpus-per-task=5', '--kill-on-bad-exit=1', '--qos=low',
-        'python3', '-u', osp.join(TOOLS, tool), SEG_DEMO, *extra, '--launcher', 'slurm',
-        '--cfg-options', 'a=1']
+        '-p', 'gpu-part', '--job-name=ravlt', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+        '--cpus-per-task=5', '--kill-on-bad-exit=1', '--qos=low', 'python3', '-u',
+        osp.join(TOOLS, tool), SEG_DEMO, *extra, '--launcher', 'slurm', '--cfg-options', 'a=1'
+    ]
     # a CPU partition: no GPU request, 2 processes
-    out = recorded(run_script(name, 'cpu-part', 'ravlt', SEG_DEMO, fourth,
-                              env=dict(PATH=path, GPUS='2', GRES='', PYTHON='python3')))
+    out = recorded(
+        run_script(
+            name,
+            'cpu-part',
+            'ravlt',
+            SEG_DEMO,
+            fourth,
+            env=dict(PATH=path, GPUS='2', GRES='', PYTHON='python3')))
     assert '--ntasks=2' in out['argv'] and '--ntasks-per-node=2' in out['argv']
     assert not any(arg.startswith('--gres') for arg in out['argv'])
 
@@ -134,16 +170,23 @@ class RankDumpHook(Hook):
                    os.path.join(runner.work_dir, f'params_rank{rank}.pth'))
 '''
 
+
 @pytest.mark.slow
 def test_two_process_training_ranks_agree(tmp_path):
     data = tmp_path / 'data'
-    subprocess.run([sys.executable, osp.join(TOOLS, 'make_demo_data.py'), '--out', str(data),
-                    '--only', 'ade', '--num-train', '16', '--num-val', '4'], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run([
+        sys.executable,
+        osp.join(TOOLS, 'make_demo_data.py'), '--out',
+        str(data), '--only', 'ade', '--num-train', '16', '--num-val', '4'
+    ],
+                   check=True,
+                   capture_output=True,
+                   timeout=120)
     (tmp_path / 'rank_dump_hook.py').write_text(RANK_DUMP_HOOK)
     ade = f'{data}/ade/'
     config = tmp_path / 'upernet_two_ranks.py'
-    config.write_text(textwrap.dedent(f'''
+    config.write_text(
+        textwrap.dedent(f'''
         _base_ = ['{SEG_DEMO}']
         custom_imports = dict(imports=['mmlinattn', 'rank_dump_hook'], allow_failed_imports=False)
         syncbn_cfg = dict(type='SyncBN', requires_grad=True)  # as the real configs
@@ -160,9 +203,13 @@ def test_two_process_training_ranks_agree(tmp_path):
         randomness = dict(seed=0)
     '''))
     work = tmp_path / 'work'
-    proc = run_script('dist_train.sh', config, 2, '--work-dir', work,
-                      env=dict(PORT=str(_free_port()), PYTHONPATH=str(tmp_path),
-                               OMP_NUM_THREADS='1'))
+    proc = run_script(
+        'dist_train.sh',
+        config,
+        2,
+        '--work-dir',
+        work,
+        env=dict(PORT=str(_free_port()), PYTHONPATH=str(tmp_path), OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     ranks = [torch.load(work / f'params_rank{r}.pth', weights_only=True) for r in (0, 1)]
     for dump in ranks:
@@ -176,4 +223,4 @@ def test_two_process_training_ranks_agree(tmp_path):
         assert torch.equal(ranks[0]['params'][name], saved['state_dict'][name]), name
     log = proc.stdout + proc.stderr
     assert 'SyncBN layers to BN' in log
-    assert 'mIoU' in log   # validated at the end, results gathered from both ranks
+    assert 'mIoU' in log  # validated at the end, results gathered from both ranks

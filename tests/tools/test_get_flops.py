@@ -30,21 +30,24 @@ def giga(cell):
 
 
 def test_demo_configs(get_flops, capsys):
-    configs = [osp.join(ROOT, 'configs', name) for name in
-               ('maskrcnn_ravlt_t_demo.py', 'upernet_ravlt_t_demo.py')]
+    configs = [
+        osp.join(ROOT, 'configs', name)
+        for name in ('maskrcnn_ravlt_t_demo.py', 'upernet_ravlt_t_demo.py')
+    ]
     assert get_flops.main(configs + ['--shape', '120', '160']) == 0
     out = capsys.readouterr().out
     rows = table_rows(out)
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ('maskrcnn_ravlt_t_demo', 'backbone RAVLT', '224x224'),
-        ('maskrcnn_ravlt_t_demo', 'whole model', '128x160'),    # padded to the divisor 32
+        ('maskrcnn_ravlt_t_demo', 'whole model', '128x160'),  # padded to the divisor 32
         ('upernet_ravlt_t_demo', 'backbone RAVLT', '224x224'),
-        ('upernet_ravlt_t_demo', 'whole model', '120x160')]
+        ('upernet_ravlt_t_demo', 'whole model', '120x160')
+    ]
     for row in rows:
         flops, attention, rest = giga(row[5]), giga(row[6]), giga(row[7])
         assert flops > 0 and attention > 0
         assert abs(flops - attention - rest) < 2e-3
-    assert rows[0][3] == rows[2][3] == '1.69M'    # same backbone in both configs
+    assert rows[0][3] == rows[2][3] == '1.69M'  # same backbone in both configs
     assert 'Traced but not counted' in out
 
 

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = {'det': osp.join(ROOT, 'configs', 'maskrcnn_ravlt_t_demo.py'),
-           'seg': osp.join(ROOT, 'configs', 'upernet_ravlt_t_demo.py')}
+CONFIGS = {
+    'det': osp.join(ROOT, 'configs', 'maskrcnn_ravlt_t_demo.py'),
+    'seg': osp.join(ROOT, 'configs', 'upernet_ravlt_t_demo.py')
+}
 TRAIN_PY = osp.join(ROOT, 'tools', 'train.py')
 pytestmark = pytest.mark.slow
 
@@ -26,8 +28,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     out = tmp_path_factory.mktemp('demo_data')
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out',
-                    str(out)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable,
+         osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out',
+         str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300)
     return str(out)
 
 
@@ -37,9 +44,10 @@ def data_options(task, data_root):
     root = osp.join(data_root, 'coco' if task == 'det' else 'ade') + '/'
     options = []
     for split in ('train', 'val', 'test'):
-        options += [f'{split}_dataloader.dataset.data_root={root}',
-                    f'{split}_dataloader.num_workers=0',
-                    f'{split}_dataloader.persistent_workers=False']
+        options += [
+            f'{split}_dataloader.dataset.data_root={root}', f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.persistent_workers=False'
+        ]
     if task == 'det':
         ann = root + 'annotations/instances_val.json'
         options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
@@ -47,8 +55,12 @@ def data_options(task, data_root):
 
 
 def run(tool, *args, timeout=900):
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', tool), *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', tool), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout)
     return proc, proc.stdout + proc.stderr
 
 
@@ -66,7 +78,7 @@ def test_demo_config_trains_and_evaluates(task, data_root, tmp_path):
     proc, log = run('test.py', CONFIGS[task], work / 'iter_2.pth', '--work-dir', tmp_path / 'test',
                     '--cfg-options', *data_options(task, data_root))
     assert proc.returncode == 0, log[-4000:]
-    metrics = eval(proc.stdout.strip().splitlines()[-1])    # the dict tools/test.py prints
+    metrics = eval(proc.stdout.strip().splitlines()[-1])  # the dict tools/test.py prints
     keys = {'coco/bbox_mAP', 'coco/segm_mAP'} if task == 'det' else {'mIoU', 'aAcc'}
     assert keys <= set(metrics) and all(0 <= metrics[k] <= 100 for k in keys)
 
@@ -114,11 +126,11 @@ def scalars(work_dir):
 def test_killed_and_resumed_run_equals_uninterrupted(data_root, tmp_path):
     n, total = 2, 4
     ade = osp.join(data_root, 'ade') + '/'
-    loaders = '\n'.join(
-        f"{split}_dataloader = dict(num_workers=0, persistent_workers=False, "
-        f"dataset=dict(data_root='{ade}'))" for split in ('train', 'val', 'test'))
+    loaders = '\n'.join(f"{split}_dataloader = dict(num_workers=0, persistent_workers=False, "
+                        f"dataset=dict(data_root='{ade}'))" for split in ('train', 'val', 'test'))
     run_config = tmp_path / 'resume_run.py'
-    run_config.write_text(textwrap.dedent(f'''
+    run_config.write_text(
+        textwrap.dedent(f'''
         _base_ = ['{CONFIGS['seg']}']
         # no dropout: mmengine does not checkpoint RNG states, so a resumed run can only match
         # when training draws no random numbers in the model (data randomness is replayed)
@@ -130,7 +142,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(data_root, tmp_path):
     ''') + loaders + '\n')
     (tmp_path / 'kill_hook.py').write_text(KILL_HOOK)
     kill_config = tmp_path / 'resume_kill.py'
-    kill_config.write_text(textwrap.dedent(f'''
+    kill_config.write_text(
+        textwrap.dedent(f'''
         _base_ = ['./resume_run.py']
         custom_imports = dict(imports=['mmlinattn', 'kill_hook'], allow_failed_imports=False)
         custom_hooks = [dict(type='KillAfterIterHook', iters={n})]
@@ -140,10 +153,15 @@ def test_killed_and_resumed_run_equals_uninterrupted(data_root, tmp_path):
     proc, log = run('train.py', run_config, '--work-dir', straight)
     assert proc.returncode == 0, log[-4000:]
 
-    proc = subprocess.run([sys.executable, TRAIN_PY, str(kill_config), '--work-dir',
-                           str(resumed)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+    proc = subprocess.run([sys.executable, TRAIN_PY,
+                           str(kill_config), '--work-dir',
+                           str(resumed)],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=900,
                           env=dict(os.environ, PYTHONPATH=str(tmp_path)))  # finds kill_hook.py
-    assert proc.returncode == -9, (proc.stdout + proc.stderr)[-4000:]     # SIGKILL
+    assert proc.returncode == -9, (proc.stdout + proc.stderr)[-4000:]  # SIGKILL
     assert (resumed / f'iter_{n}.pth').is_file() and not (resumed / f'iter_{total}.pth').exists()
 
     proc, log = run('train.py', run_config, '--work-dir', resumed, '--resume')
@@ -152,7 +170,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(data_root, tmp_path):
     assert f'Advance dataloader {n} steps' in log
 
     logged_a, logged_b = scalars(straight), scalars(resumed)
-    assert sorted(logged_b) == list(range(n + 1, total + 1))   # the resumed run starts at N + 1
+    assert sorted(logged_b) == list(range(n + 1, total + 1))  # the resumed run starts at N + 1
     for it in range(n + 1, total + 1):
         assert logged_a[it]['lr'] == logged_b[it]['lr']
         assert logged_a[it]['loss'] == logged_b[it]['loss']

@@ -13,7 +13,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmlinattn  # noqa: F401  (installs the loader)
 from mmlinattn.utils.checkpoint import (UnreadableCheckpointError, UnsafeCheckpointError,
-                                       safe_torch_load)
+                                        safe_torch_load)
 
 
 class ToyModel(BaseModel):
@@ -27,7 +27,7 @@ class ToyModel(BaseModel):
         labels = torch.stack(labels) if isinstance(labels, list) else labels
         out = self.linear(inputs)
         if mode == 'loss':
-            return dict(loss=((out.squeeze(-1) - labels) ** 2).mean())
+            return dict(loss=((out.squeeze(-1) - labels)**2).mean())
         return out
 
 
@@ -49,15 +49,22 @@ class ToyDataset(torch.utils.data.Dataset):
 def make_runner(work_dir, max_iters, resume=False, load_from=None):
     torch.manual_seed(0)  # the model is built before the Runner seeds anything
     return Runner(
-        model=ToyModel(), work_dir=str(work_dir),
-        train_dataloader=dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=True),
-                              batch_size=4, num_workers=0),
+        model=ToyModel(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=ToyDataset(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            batch_size=4,
+            num_workers=0),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
         param_scheduler=dict(type='MultiStepLR', by_epoch=False, milestones=[3], gamma=0.5),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), resume=resume, load_from=load_from,
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        resume=resume,
+        load_from=load_from,
         experiment_name=f'toy_{max_iters}_{resume}')
 
 
@@ -102,13 +109,14 @@ def test_load_from(tmp_path):
 class _Evil:
 
     def __reduce__(self):
-        return (print, ('this must never run',))
+        return (print, ('this must never run', ))
 
 
 def test_arbitrary_pickles_are_refused(tmp_path, capsys):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': _Evil()}, path)
-    with pytest.raises(UnsafeCheckpointError, match=r'unsafe checkpoint: it references builtins\.print'):
+    with pytest.raises(
+            UnsafeCheckpointError, match=r'unsafe checkpoint: it references builtins\.print'):
         safe_torch_load(str(path))
     assert 'this must never run' not in capsys.readouterr().out
 
@@ -138,8 +146,8 @@ def test_damaged_files_get_the_converters_diagnostics_through_mmengine(tmp_path)
     empty.write_bytes(b'')
     text = tmp_path / 'notes.pth'
     text.write_text('just some text\n')
-    cases = [(truncated, 'truncated or corrupt checkpoint'),
-             (empty, 'empty file (0 bytes)'), (text, 'not a PyTorch checkpoint: expected')]
+    cases = [(truncated, 'truncated or corrupt checkpoint'), (empty, 'empty file (0 bytes)'),
+             (text, 'not a PyTorch checkpoint: expected')]
     for path, message in cases:
         with pytest.raises(UnreadableCheckpointError, match=re.escape(message)) as info:
             CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
@@ -148,8 +156,8 @@ def test_damaged_files_get_the_converters_diagnostics_through_mmengine(tmp_path)
     from mmlinattn.converters import CheckpointError, load_checkpoint_file
     with pytest.raises(CheckpointError, match='truncated or corrupt'):
         load_checkpoint_file(str(truncated))
-    torch.testing.assert_close(load_checkpoint_file(str(good))['state_dict']['w'],
-                               torch.arange(1000.))
+    torch.testing.assert_close(
+        load_checkpoint_file(str(good))['state_dict']['w'], torch.arange(1000.))
 
 
 def test_loader_switch_is_visible_and_can_be_turned_off(tmp_path):
@@ -163,8 +171,11 @@ def test_loader_switch_is_visible_and_can_be_turned_off(tmp_path):
         env = {k: v for k, v in __import__('os').environ.items() if k != 'MMLINATTN_SAFE_LOADER'}
         if value is not None:
             env['MMLINATTN_SAFE_LOADER'] = value
-        out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run([sys.executable, '-c', code],
+                             env=env,
+                             capture_output=True,
+                             text=True,
+                             timeout=120)
         assert out.stdout.strip().splitlines()[-1] == expected, (value, out.stderr[-500:])
 
 
@@ -173,13 +184,33 @@ def test_files_mmengine_reads_are_read_identically(tmp_path):
     from mmengine.runner.checkpoint import load_from_local
 
     from mmlinattn.utils.checkpoint import (install_safe_checkpoint_loader,
-                                           is_safe_loader_installed,
-                                           uninstall_safe_checkpoint_loader)
+                                            is_safe_loader_installed,
+                                            uninstall_safe_checkpoint_loader)
     files = {
-        'state_dict.pth': {'state_dict': {'w': torch.arange(6.).view(2, 3), 'n': torch.tensor(3)}},
-        'plain.pth': {'a.weight': torch.ones(2), 'b': torch.zeros(1, dtype=torch.int64)},
-        'meta.pth': {'state_dict': {'w': torch.ones(1)}, 'meta': {'epoch': 3, 'classes': ['a']}},
-        'legacy.pth': {'state_dict': {'w': torch.ones(3)}},
+        'state_dict.pth': {
+            'state_dict': {
+                'w': torch.arange(6.).view(2, 3),
+                'n': torch.tensor(3)
+            }
+        },
+        'plain.pth': {
+            'a.weight': torch.ones(2),
+            'b': torch.zeros(1, dtype=torch.int64)
+        },
+        'meta.pth': {
+            'state_dict': {
+                'w': torch.ones(1)
+            },
+            'meta': {
+                'epoch': 3,
+                'classes': ['a']
+            }
+        },
+        'legacy.pth': {
+            'state_dict': {
+                'w': torch.ones(3)
+            }
+        },
     }
     for name, obj in files.items():
         torch.save(obj, tmp_path / name, _use_new_zipfile_serialization=name != 'legacy.pth')

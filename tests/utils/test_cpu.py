@@ -33,8 +33,9 @@ def logged(monkeypatch):
 
 
 def small_model():
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4), nn.ReLU(),
-                         nn.Sequential(nn.Conv2d(4, 4, 1), nn.SyncBatchNorm(4)))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4), nn.ReLU(),
+        nn.Sequential(nn.Conv2d(4, 4, 1), nn.SyncBatchNorm(4)))
 
 
 def test_revert_sync_batchnorm_if_no_cuda(no_cuda, logged):
@@ -47,7 +48,7 @@ def test_revert_sync_batchnorm_if_no_cuda(no_cuda, logged):
     assert model[1].weight is weight and torch.all(model[1].running_mean == 0.5)
     assert len(logged) == 1 and 'converted 2 SyncBN layers to BN' in logged[0]
 
-    again = cpu.revert_sync_batchnorm_if_no_cuda(model)       # nothing left: silent
+    again = cpu.revert_sync_batchnorm_if_no_cuda(model)  # nothing left: silent
     assert again is model and len(logged) == 1
 
 
@@ -61,7 +62,8 @@ def test_revert_sync_batchnorm_keeps_sync_bn_with_cuda(monkeypatch, logged):
 def test_sync_bn_in_a_cpu_process_group(tmp_path):
     """SyncBN fails to train on the CPU once a process group exists; the helpers fix it."""
     script = tmp_path / 'group.py'
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent('''
         import os, torch, torch.nn as nn, torch.distributed as dist
         from mmlinattn.utils import cpu
         cpu.init_cpu_process_group('slurm')           # world of 1, from SLURM_* variables
@@ -78,10 +80,19 @@ def test_sync_bn_in_a_cpu_process_group(tmp_path):
         wrapped(x).sum().backward()
         print('wrapped: trained')
     '''))
-    env = dict(os.environ, SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
-               SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    env = dict(
+        os.environ,
+        SLURM_PROCID='0',
+        SLURM_NTASKS='1',
+        SLURM_LOCALID='0',
+        SLURM_NODELIST='localhost',
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(_free_port()))
+    proc = subprocess.run([sys.executable, str(script)],
+                          capture_output=True,
+                          text=True,
+                          env=env,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'plain SyncBN: SyncBatchNorm expected input tensor to be on GPU' in proc.stdout
     assert 'wrapped: trained' in proc.stdout
@@ -89,8 +100,11 @@ def test_sync_bn_in_a_cpu_process_group(tmp_path):
 
 def test_cpu_amp_optim_wrapper_runs_bfloat16():
     model = nn.Linear(4, 2)
-    wrapper = OPTIM_WRAPPERS.build(dict(type='CPUAmpOptimWrapper', loss_scale='dynamic',
-                                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    wrapper = OPTIM_WRAPPERS.build(
+        dict(
+            type='CPUAmpOptimWrapper',
+            loss_scale='dynamic',
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
     before = model.weight.detach().clone()
     with wrapper.optim_context(model):
         out = model(torch.randn(3, 4))
@@ -102,11 +116,13 @@ def test_cpu_amp_optim_wrapper_runs_bfloat16():
 
 
 def run_cfg(**extra):
-    return Config(dict(
-        optim_wrapper=dict(type='AmpOptimWrapper', loss_scale='dynamic',
-                           optimizer=dict(type='AdamW', lr=1e-4)),
-        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='nccl', timeout=600)),
-        **extra))
+    return Config(
+        dict(
+            optim_wrapper=dict(
+                type='AmpOptimWrapper', loss_scale='dynamic', optimizer=dict(type='AdamW',
+                                                                             lr=1e-4)),
+            env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='nccl', timeout=600)),
+            **extra))
 
 
 def test_prepare_cpu_run_distributed(no_cuda, logged, monkeypatch):
@@ -119,11 +135,12 @@ def test_prepare_cpu_run_distributed(no_cuda, logged, monkeypatch):
     assert 'loss_scale' not in cfg.optim_wrapper and cfg.optim_wrapper.dtype == 'bfloat16'
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert calls == [('pytorch', 600)]
-    assert cfg.model_wrapper_cfg == dict(type='CPUDistributedDataParallel',
-                                         broadcast_buffers=False, find_unused_parameters=True)
+    assert cfg.model_wrapper_cfg == dict(
+        type='CPUDistributedDataParallel', broadcast_buffers=False, find_unused_parameters=True)
     assert len(changes) == 2 and logged == changes
-    OPTIM_WRAPPERS.build(dict(cfg.optim_wrapper, optimizer=torch.optim.SGD(
-        nn.Linear(1, 1).parameters(), lr=1)))   # the rewritten config builds
+    OPTIM_WRAPPERS.build(
+        dict(cfg.optim_wrapper, optimizer=torch.optim.SGD(nn.Linear(1, 1).parameters(),
+                                                          lr=1)))  # the rewritten config builds
 
 
 def test_prepare_cpu_run_single_process(no_cuda, logged, monkeypatch):

@@ -63,8 +63,11 @@ BASELINE_OP = 'softmax attention via SDPA (baseline)'
 MEMORY_BUDGET_GIB = 16
 # --retain-heap: glibc keeps freed memory in the heap (no fresh, page-faulting mmap per large
 # tensor, nothing trimmed back to the kernel), so every row times with the same allocator state.
-RETAIN_HEAP_ENV = {'MALLOC_MMAP_THRESHOLD_': str(4 << 30), 'MALLOC_TRIM_THRESHOLD_': str(16 << 30),
-                   'MALLOC_TOP_PAD_': str(1 << 30)}
+RETAIN_HEAP_ENV = {
+    'MALLOC_MMAP_THRESHOLD_': str(4 << 30),
+    'MALLOC_TRIM_THRESHOLD_': str(16 << 30),
+    'MALLOC_TOP_PAD_': str(1 << 30)
+}
 
 
 def parse_size(text: str):
@@ -81,39 +84,57 @@ def argv_has(argv, flag: str) -> bool:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog='\n'.join(__doc__.splitlines()[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='\n'.join(__doc__.splitlines()[1:]))
     p.add_argument('--quick', action='store_true', help='reduced sweep (< 2 min on 2 CPU cores)')
     p.add_argument('--out', help='output folder (default: work_dirs/benchmark/<date>_<time>/)')
-    p.add_argument('--update-docs', action='store_true',
-                   help=f'write the committed results in {DOCS_DIR}/ (full sweeps only)')
+    p.add_argument(
+        '--update-docs',
+        action='store_true',
+        help=f'write the committed results in {DOCS_DIR}/ (full sweeps only)')
     p.add_argument('--device', default='auto', help="'auto' (CUDA if present), 'cpu', 'cuda'")
     p.add_argument('--models', nargs='+', help=f'backbone rows; known: {sorted(bm.BACKBONES)}')
     p.add_argument('--sizes', nargs='+', type=parse_size, help='HxW inputs of the sweep')
     p.add_argument('--tokens', nargs='+', type=int, help='token counts of the op sweep')
-    p.add_argument('--op-shape', nargs=3, type=int, default=(2, 2, 32),
-                   metavar=('BATCH', 'HEADS', 'HEAD_DIM'), help='op sweep q/k/v shape')
+    p.add_argument(
+        '--op-shape',
+        nargs=3,
+        type=int,
+        default=(2, 2, 32),
+        metavar=('BATCH', 'HEADS', 'HEAD_DIM'),
+        help='op sweep q/k/v shape')
     p.add_argument('--repeats', type=int, help='timed calls per point (median; default 3, 2 quick)')
     p.add_argument('--warmup', type=int, default=1, help='untimed calls first')
-    p.add_argument('--max-call-seconds', type=float,
-                   help='skip a point whose predicted call time exceeds this (default 30, 5 quick)')
-    p.add_argument('--max-quadratic-gib', type=float,
-                   help='skip explicit N x N attention needing more than this '
-                        '(default 8, 0.5 quick)')
-    p.add_argument('--train-shape', type=parse_size,
-                   help='Mask R-CNN training-step input (default 800x1344, quick 256x384)')
-    p.add_argument('--flops-size', type=parse_size,
-                   help='input of the achieved-FLOP/s column (default 800x1344, quick 512x512)')
+    p.add_argument(
+        '--max-call-seconds',
+        type=float,
+        help='skip a point whose predicted call time exceeds this (default 30, 5 quick)')
+    p.add_argument(
+        '--max-quadratic-gib',
+        type=float,
+        help='skip explicit N x N attention needing more than this '
+        '(default 8, 0.5 quick)')
+    p.add_argument(
+        '--train-shape',
+        type=parse_size,
+        help='Mask R-CNN training-step input (default 800x1344, quick 256x384)')
+    p.add_argument(
+        '--flops-size',
+        type=parse_size,
+        help='input of the achieved-FLOP/s column (default 800x1344, quick 512x512)')
     p.add_argument('--skip-ops', action='store_true')
     p.add_argument('--skip-backbones', action='store_true')
     p.add_argument('--skip-train-step', action='store_true')
     p.add_argument('--no-plots', action='store_true')
-    p.add_argument('--retain-heap', action='store_true',
-                   help='run in a process whose glibc allocator keeps freed memory (sets '
-                        f'{", ".join(RETAIN_HEAP_ENV)} and re-executes): every row then times '
-                        'with the same allocator state; by default the allocator is left as a '
-                        "user's process has it, whose state depends on what ran before")
+    p.add_argument(
+        '--retain-heap',
+        action='store_true',
+        help='run in a process whose glibc allocator keeps freed memory (sets '
+        f'{", ".join(RETAIN_HEAP_ENV)} and re-executes): every row then times '
+        'with the same allocator state; by default the allocator is left as a '
+        "user's process has it, whose state depends on what ran before")
     args = p.parse_args(argv)
     q = args.quick
     args.models = args.models or list(QUICK_MODELS if q else FULL_MODELS)
@@ -127,11 +148,15 @@ def parse_args(argv=None):
     args.max_quadratic_gib = args.max_quadratic_gib or (0.5 if q else 8.0)
     args.train_shape = args.train_shape or ((256, 384) if q else (800, 1344))
     args.flops_size = args.flops_size or ((512, 512) if q else (800, 1344))
-    partial = [flag for flag, given in (
-        ('--quick', q), ('--models', argv_has(argv, '--models')),
-        ('--sizes', argv_has(argv, '--sizes')), ('--tokens', argv_has(argv, '--tokens')),
-        ('--skip-ops', args.skip_ops), ('--skip-backbones', args.skip_backbones),
-        ('--skip-train-step', args.skip_train_step)) if given]
+    partial = [
+        flag
+        for flag, given in (('--quick', q), ('--models', argv_has(argv, '--models')),
+                            ('--sizes', argv_has(argv, '--sizes')),
+                            ('--tokens', argv_has(argv, '--tokens')), ('--skip-ops', args.skip_ops),
+                            ('--skip-backbones', args.skip_backbones), ('--skip-train-step',
+                                                                        args.skip_train_step))
+        if given
+    ]
     docs = osp.abspath(osp.join(ROOT, DOCS_DIR))
     if args.update_docs:
         if args.out is not None and osp.abspath(args.out) != docs:
@@ -158,10 +183,15 @@ class Progress:
     """A one-line progress bar on stderr (rich, which mmengine already depends on)."""
 
     def __init__(self, total: int):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                   TextColumn, TimeElapsedColumn)
-        self._bar = RichProgress(TextColumn('{task.description:<58}'), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+        from rich.progress import BarColumn, MofNCompleteColumn
+        from rich.progress import Progress as RichProgress
+        from rich.progress import TextColumn, TimeElapsedColumn
+        self._bar = RichProgress(
+            TextColumn('{task.description:<58}'),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False)
         self._task = self._bar.add_task('benchmark', total=total)
         # Not a terminal (CI logs, nohup): one plain line per point instead of a redrawn bar.
         self._plain = not self._bar.console.is_terminal
@@ -178,8 +208,10 @@ class Progress:
         self._bar.update(self._task, description=description[:58])
         if self._plain:
             elapsed = (datetime.datetime.now() - self._start).total_seconds()
-            print(f'[{self._count}/{self._total} {elapsed:6.0f} s] {description}',
-                  file=sys.stderr, flush=True)
+            print(
+                f'[{self._count}/{self._total} {elapsed:6.0f} s] {description}',
+                file=sys.stderr,
+                flush=True)
 
     def done(self):
         self._count += 1
@@ -203,7 +235,7 @@ def _predict(history, size_key, min_exponent=1.0):
         exponent = min(3.0, max(min_exponent, bm.loglog_slope([x0, x1], [t0, t1])))
     else:
         exponent = max(2.0, min_exponent)
-    return t1 * (size_key / x1) ** exponent
+    return t1 * (size_key / x1)**exponent
 
 
 def _measure(step_fwd, step_bwd, device, args, wrap):
@@ -246,8 +278,9 @@ def run_backbones(args, device, progress, rows):
             progress.step(f'{name} {h}x{w}')
             common = dict(model=name, role=spec.role, input=f'{h}x{w}', pixels=h * w)
             predicted = _predict(history, h * w, 2.5 if spec.role == 'official' else 1.0)
-            need = (_ravlt_attention_gib(model, h, w)
-                    if spec.role == 'official' and name.startswith('RAVLT') else 0.0)
+            need = (
+                _ravlt_attention_gib(model, h, w)
+                if spec.role == 'official' and name.startswith('RAVLT') else 0.0)
             reason = _skip_reason(args, predicted, need)
             if reason:
                 rows.append(dict(common, status=f'skipped: {reason}'))
@@ -260,15 +293,21 @@ def run_backbones(args, device, progress, rows):
                     bm.backbone_step(model, image, False),
                     bm.backbone_step(model, image, True) if with_bwd else None, device, args, wrap)
             except (RuntimeError, MemoryError) as err:  # out of memory on this device
-                rows.append(dict(common, status=f'skipped: failed: '
-                                                f'{str(err).splitlines()[0][:80]}'))
+                rows.append(
+                    dict(common, status=f'skipped: failed: '
+                         f'{str(err).splitlines()[0][:80]}'))
                 progress.done()
                 continue
             history.append((h * w, fwd))
-            row = dict(common, fwd_s=fwd, fwdbwd_s=bwd, peak_fwd_mib=mem_f, peak_fwdbwd_mib=mem_b,
-                       img_per_s=1.0 / fwd,
-                       status='ok' if with_bwd else 'ok (forward only: forward+backward '
-                       'predicted over --max-call-seconds)')
+            row = dict(
+                common,
+                fwd_s=fwd,
+                fwdbwd_s=bwd,
+                peak_fwd_mib=mem_f,
+                peak_fwdbwd_mib=mem_b,
+                img_per_s=1.0 / fwd,
+                status='ok' if with_bwd else 'ok (forward only: forward+backward '
+                'predicted over --max-call-seconds)')
             if (h, w) == tuple(args.flops_size) and spec.role != 'official':
                 progress.step(f'{name} {h}x{w} FLOPs')
                 model.eval()
@@ -291,8 +330,8 @@ def _ravlt_attention_gib(model, h, w):
         for _ in range(i + 2):
             side_h, side_w = -(-side_h // 2), -(-side_w // 2)
         heads = model.arch['num_heads'][i]
-        worst = max(worst, 2 * heads * (side_h * side_w) ** 2 * 4)
-    return worst / 2 ** 30
+        worst = max(worst, 2 * heads * (side_h * side_w)**2 * 4)
+    return worst / 2**30
 
 
 def run_ops(args, device, progress, rows):
@@ -302,20 +341,26 @@ def run_ops(args, device, progress, rows):
         for tokens in args.tokens:
             progress.step(f'op {name[:40]} {tokens}')
             common = dict(op=name, role=spec.role, tokens=tokens)
-            need = 2 * batch * heads * tokens ** 2 * 4 / 2 ** 30 if spec.quadratic_memory else 0.0
+            need = 2 * batch * heads * tokens**2 * 4 / 2**30 if spec.quadratic_memory else 0.0
             reason = _skip_reason(args, _predict(history, tokens), need)
             if reason:
                 rows.append(dict(common, status=f'skipped: {reason}'))
                 progress.done()
                 continue
             inputs = bm.make_op_inputs(tokens, batch, heads, head_dim, device, True)
-            fwd, bwd, mem_f, mem_b = _measure(bm.op_step(spec, inputs, False),
-                                              bm.op_step(spec, inputs, True), device, args,
-                                              nullcontext)
+            fwd, bwd, mem_f, mem_b = _measure(
+                bm.op_step(spec, inputs, False), bm.op_step(spec, inputs, True), device, args,
+                nullcontext)
             history.append((tokens, fwd))
-            rows.append(dict(common, fwd_s=fwd, fwdbwd_s=bwd, peak_fwd_mib=mem_f,
-                             peak_fwdbwd_mib=mem_b, tokens_per_s=batch * tokens / fwd,
-                             status='ok'))
+            rows.append(
+                dict(
+                    common,
+                    fwd_s=fwd,
+                    fwdbwd_s=bwd,
+                    peak_fwd_mib=mem_f,
+                    peak_fwdbwd_mib=mem_b,
+                    tokens_per_s=batch * tokens / fwd,
+                    status='ok'))
             progress.done()
 
 
@@ -327,27 +372,28 @@ TRAIN_CONFIGS = {
 
 def run_train_step(args, device, progress, rows):
     """One AdamW step of Mask R-CNN (one image, 5 random instances) per backbone."""
-    from mmengine.config import Config
-    from mmengine.hub import get_config
-    from mmengine.model import revert_sync_batchnorm
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    from mmengine.model import revert_sync_batchnorm
     register_all_modules()
     h, w = args.train_shape
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     for name, path in TRAIN_CONFIGS.items():
         progress.step(f'train step {name} {h}x{w}')
-        cfg = (get_config(path) if path.startswith('mmdet::') else
-               Config.fromfile(osp.join(root, path)))
-        cfg.model.backbone.init_cfg = None          # no downloads; weights do not change speed
+        cfg = (
+            get_config(path) if path.startswith('mmdet::') else Config.fromfile(
+                osp.join(root, path)))
+        cfg.model.backbone.init_cfg = None  # no downloads; weights do not change speed
         torch.manual_seed(0)
         model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)
         model.init_weights()
         model.train()
         optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        packed = demo_mm_inputs(batch_size=1, image_shapes=[(3, h, w)], num_items=[5],
-                                num_classes=80, with_mask=True)
+        packed = demo_mm_inputs(
+            batch_size=1, image_shapes=[(3, h, w)], num_items=[5], num_classes=80, with_mask=True)
         data = model.data_preprocessor(packed, True)
 
         def step():
@@ -359,8 +405,13 @@ def run_train_step(args, device, progress, rows):
 
         times = bm.time_call(step, device, args.warmup, args.repeats)
         peak = bm.peak_memory(step, device)
-        rows.append(dict(model=name, input=f'1x{h}x{w}', step_s=statistics.median(times),
-                         peak_mib=peak / bm.MIB, status='ok'))
+        rows.append(
+            dict(
+                model=name,
+                input=f'1x{h}x{w}',
+                step_s=statistics.median(times),
+                peak_mib=peak / bm.MIB,
+                status='ok'))
         progress.done()
         model = optim = None  # free before the next config
 
@@ -379,8 +430,10 @@ def _write_csv(path, rows):
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v)
-                             for k, v in row.items()})
+            writer.writerow({
+                k: (f'{v:.6g}' if isinstance(v, float) else v)
+                for k, v in row.items()
+            })
 
 
 def add_ratios(backbone_rows, op_rows):
@@ -411,18 +464,20 @@ def largest_square(backbone_rows, budget_gib=MEMORY_BUDGET_GIB):
     """
     out = {}
     for name in dict.fromkeys(r['model'] for r in backbone_rows):
-        squares = sorted((r['pixels'], r['peak_fwd_mib']) for r in backbone_rows
-                         if r['model'] == name and r['status'].startswith('ok')
-                         and r['input'].split('x')[0] == r['input'].split('x')[1]
-                         and r.get('peak_fwd_mib', 0) > 0)
+        squares = sorted(
+            (r['pixels'], r['peak_fwd_mib']) for r in backbone_rows
+            if r['model'] == name and r['status'].startswith('ok') and r['input'].split(
+                'x')[0] == r['input'].split('x')[1] and r.get('peak_fwd_mib', 0) > 0)
         if len(squares) < 2:
             continue
         (p0, m0), (p1, m1) = squares[-2:]
         if m1 <= m0:
             continue
         pixels, exponent = bm.power_law_solve(p0, m0, p1, m1, budget_gib * 1024)
-        out[name] = dict(side=int(pixels ** 0.5), memory_exponent=exponent,
-                         from_inputs=f'{int(p0 ** 0.5)}^2, {int(p1 ** 0.5)}^2')
+        out[name] = dict(
+            side=int(pixels**0.5),
+            memory_exponent=exponent,
+            from_inputs=f'{int(p0 ** 0.5)}^2, {int(p1 ** 0.5)}^2')
     return out
 
 
@@ -445,18 +500,17 @@ def evaluate_targets(backbone_rows, op_rows, train_rows, matmul_rate):
     add('RAVLT-S forward 800x1344, time vs official algorithm', fwd, 0.7, 'lower')
     rav = _get(train_rows, 'step_s', model='Mask R-CNN RAVLT-S')
     swin = _get(train_rows, 'step_s', model='Mask R-CNN Swin-T')
-    add('Mask R-CNN train step RAVLT-S / Swin-T',
-        rav / swin if rav and swin else None, 1.0, 'lower',
-        next((f'input {r["input"]}' for r in train_rows), ''))
+    add('Mask R-CNN train step RAVLT-S / Swin-T', rav / swin if rav and swin else None, 1.0,
+        'lower', next((f'input {r["input"]}' for r in train_rows), ''))
     ours = _get(backbone_rows, 'fwd_s', model='SOFT++-S (bounded)', input='800x1344')
     off = _get(backbone_rows, 'fwd_s', model='SOFT++-S (official alg.)', input='800x1344')
     add('SOFT++-S bounded vs official algorithm, 800x1344 speed-up',
         off / ours if ours and off else None, 20.0, 'higher')
     small = _get(backbone_rows, 'fwd_s', model='SOFT++-S (bounded)', input='512x512')
     large = _get(backbone_rows, 'fwd_s', model='SOFT++-S (bounded)', input='2048x2048')
-    growth = (large / small) ** 0.25 / 2 if small and large else None
-    add('SOFT++-S bounded, time per pixel growth per doubling of pixels 512^2 -> 2048^2',
-        growth, 1.15, 'lower', 'time(2P)/(2 time(P)), geometric mean over 4 doublings')
+    growth = (large / small)**0.25 / 2 if small and large else None
+    add('SOFT++-S bounded, time per pixel growth per doubling of pixels 512^2 -> 2048^2', growth,
+        1.15, 'lower', 'time(2P)/(2 time(P)), geometric mean over 4 doublings')
     for op in ('RALA', 'SOFT++ attention (m<=256)'):
         pts = sorted((r['tokens'], r['peak_fwdbwd_mib']) for r in op_rows
                      if r['op'] == op and r['status'] == 'ok' and 4096 <= r['tokens'] <= 65536
@@ -473,33 +527,38 @@ def evaluate_targets(backbone_rows, op_rows, train_rows, matmul_rate):
         add(f'{op}: fwd+bwd faster than SDPA from N tokens on', faster, 4096, 'lower',
             'None: not faster at the largest measured N')
     for model in ('RAVLT-S', 'SOFT++-S (bounded)'):
-        rate = next((r['achieved_gflops_s'] for r in backbone_rows
-                     if r['model'] == model and r.get('achieved_gflops_s')), None)
+        rate = next((r['achieved_gflops_s']
+                     for r in backbone_rows if r['model'] == model and r.get('achieved_gflops_s')),
+                    None)
         add(f'{model}: achieved FLOP/s / float32 matmul FLOP/s',
             rate * 1e9 / matmul_rate if rate else None, 0.5, 'higher')
     return t
 
 
 def write_summary_md(path, meta, targets, squares, train_rows):
-    lines = [f'# Benchmark summary ({meta["date"]})', '',
-             f'Device: {meta["device_name"]}, {meta["threads"]} threads; torch '
-             f'{meta["torch"]}; float32 matmul {meta["matmul_gflops_s"]:.1f} G multiply-adds/s; '
-             f'mode: {"quick" if meta["quick"] else "full"}; allocator: '
-             f'{meta["allocator"]}.', '',
-             '| target | measured | limit | met |', '|---|---|---|---|']
+    lines = [
+        f'# Benchmark summary ({meta["date"]})', '',
+        f'Device: {meta["device_name"]}, {meta["threads"]} threads; torch '
+        f'{meta["torch"]}; float32 matmul {meta["matmul_gflops_s"]:.1f} G multiply-adds/s; '
+        f'mode: {"quick" if meta["quick"] else "full"}; allocator: '
+        f'{meta["allocator"]}.', '', '| target | measured | limit | met |', '|---|---|---|---|'
+    ]
     for t in targets:
         value = '-' if t['measured'] is None else f'{t["measured"]:.3g}'
         met = {True: 'yes', False: 'no', None: 'not measured'}[t['met']]
         lines.append(f'| {t["target"]} | {value} | {t["limit"]:g} | {met} |')
-    lines += ['', f'Largest square forward input within {MEMORY_BUDGET_GIB} GiB (power law through '
-              'the two largest measured squares; an extrapolation):', '',
-              '| backbone | side (px) | memory exponent | from |', '|---|---|---|---|']
+    lines += [
+        '', f'Largest square forward input within {MEMORY_BUDGET_GIB} GiB (power law through '
+        'the two largest measured squares; an extrapolation):', '',
+        '| backbone | side (px) | memory exponent | from |', '|---|---|---|---|'
+    ]
     for name, s in squares.items():
         lines.append(f'| {name} | {s["side"]} | {s["memory_exponent"]:.2f} | '
                      f'{s["from_inputs"]} |')
     if train_rows:
-        lines += ['', '| training step | input | time (s) | peak memory (MiB) |',
-                  '|---|---|---|---|']
+        lines += [
+            '', '| training step | input | time (s) | peak memory (MiB) |', '|---|---|---|---|'
+        ]
         for r in train_rows:
             lines.append(f'| {r["model"]} | {r["input"]} | {r["step_s"]:.2f} | '
                          f'{r["peak_mib"]:.0f} |')
@@ -526,8 +585,8 @@ def plot(out, backbone_rows, op_rows):
                 pts = [(r[xkey], max(r[metric], 1e-6)) for r in mine if r.get(metric) is not None]
                 if pts:
                     ax.plot(*zip(*pts), style, marker='o', label=name)
-        for ax, title in zip(axes, ('forward (s)', 'forward+backward (s)',
-                                    'peak memory fwd+bwd (MiB)')):
+        for ax, title in zip(axes,
+                             ('forward (s)', 'forward+backward (s)', 'peak memory fwd+bwd (MiB)')):
             ax.set_xscale('log')
             ax.set_yscale('log')
             ax.set_xlabel(xlabel)
@@ -550,31 +609,37 @@ def main(argv=None):
     args = parse_args(argv)
     if args.retain_heap and not _retain_heap_active():
         # glibc reads these variables only at start-up: run the same command in a new process.
-        if argv is not None:                    # called as a function: never replace the caller
+        if argv is not None:  # called as a function: never replace the caller
             raise RuntimeError('--retain-heap from Python needs the allocator variables set '
-                               'before the interpreter starts: '
-                               + ' '.join(f'{k}={v}' for k, v in RETAIN_HEAP_ENV.items()))
+                               'before the interpreter starts: ' +
+                               ' '.join(f'{k}={v}' for k, v in RETAIN_HEAP_ENV.items()))
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, osp.abspath(__file__), *sys.argv[1:]],
+        os.execve(sys.executable,
+                  [sys.executable, osp.abspath(__file__), *sys.argv[1:]],
                   dict(os.environ, **RETAIN_HEAP_ENV))
     device = torch.device(args.device)
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine').setLevel(logging.WARNING)  # no init_weights reports
     os.makedirs(args.out, exist_ok=True)
     started = datetime.datetime.now()
-    meta = dict(date=started.strftime('%Y-%m-%d %H:%M'), quick=args.quick,
-                torch=torch.__version__, threads=torch.get_num_threads(),
-                device=str(device), platform=platform.platform(),
-                device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
-                             else f'CPU {platform.processor() or platform.machine()} '
-                                  f'x{os.cpu_count()}'),
-                repeats=args.repeats, warmup=args.warmup,
-                allocator='retain-heap' if _retain_heap_active() else 'default')
+    meta = dict(
+        date=started.strftime('%Y-%m-%d %H:%M'),
+        quick=args.quick,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        device=str(device),
+        platform=platform.platform(),
+        device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda' else
+                     f'CPU {platform.processor() or platform.machine()} '
+                     f'x{os.cpu_count()}'),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        allocator='retain-heap' if _retain_heap_active() else 'default')
     meta['matmul_gflops_s'] = bm.matmul_rate(device) / 1e9
-    total = ((0 if args.skip_backbones else len(args.models) * len(args.sizes))
-             + (0 if args.skip_ops else len(bm.OPS()) * len(args.tokens))
-             + (0 if args.skip_train_step else len(TRAIN_CONFIGS)))
+    total = ((0 if args.skip_backbones else len(args.models) * len(args.sizes)) +
+             (0 if args.skip_ops else len(bm.OPS()) * len(args.tokens)) +
+             (0 if args.skip_train_step else len(TRAIN_CONFIGS)))
     backbone_rows, op_rows, train_rows = [], [], []
     with Progress(total) as progress:
         progress.log(f'float32 matmul: {meta["matmul_gflops_s"]:.1f} G multiply-adds/s on '
@@ -587,8 +652,7 @@ def main(argv=None):
             run_train_step(args, device, progress, train_rows)
         progress.step('done')
     add_ratios(backbone_rows, op_rows)
-    targets = evaluate_targets(backbone_rows, op_rows, train_rows,
-                               meta['matmul_gflops_s'] * 1e9)
+    targets = evaluate_targets(backbone_rows, op_rows, train_rows, meta['matmul_gflops_s'] * 1e9)
     squares = largest_square(backbone_rows)
     meta['seconds'] = (datetime.datetime.now() - started).total_seconds()
     _write_csv(osp.join(args.out, 'resolution.csv'), backbone_rows)
@@ -600,9 +664,9 @@ def main(argv=None):
     written = [] if args.no_plots else plot(args.out, backbone_rows, op_rows)
     with open(osp.join(args.out, 'summary.md')) as f:
         print(f.read())
-    print(f'wrote {args.out}/{{resolution,ops,train_step}}.csv, summary.json, summary.md'
-          + (f', {", ".join(osp.basename(p) for p in written)}' if written else '')
-          + f' in {meta["seconds"]:.0f} s')
+    print(f'wrote {args.out}/{{resolution,ops,train_step}}.csv, summary.json, summary.md' +
+          (f', {", ".join(osp.basename(p) for p in written)}' if written else '') +
+          f' in {meta["seconds"]:.0f} s')
 
 
 if __name__ == '__main__':

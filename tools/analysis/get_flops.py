@@ -37,13 +37,22 @@ COLUMNS = ('config', 'part', 'input', 'params', 'params (paper)', 'FLOPs', 'atte
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='+', help='one or more config files')
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='whole-model input (default: 800 1280 det, 512 2048 seg)')
-    parser.add_argument('--backbone-shape', type=int, nargs=2, metavar=('H', 'W'),
-                        default=(224, 224), help='backbone input (default: 224 224)')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help='whole-model input (default: 800 1280 det, 512 2048 seg)')
+    parser.add_argument(
+        '--backbone-shape',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        default=(224, 224),
+        help='backbone input (default: 224 224)')
     parser.add_argument('--backbone-only', action='store_true', help='skip the whole model')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config entries')
     return parser.parse_args(argv)
 
 
@@ -92,13 +101,16 @@ def rows_for(config, args):
     shape = tuple(args.backbone_shape)
     count = count_backbone_flops(model.backbone, shape)
     other = paper.get('reference_flops_g')
-    rows = [dict(zip(COLUMNS, (
-        name, f"backbone {backbone_cfg.get('type')}", f'{shape[0]}x{shape[1]}',
-        _mega(num_params(model.backbone)),
-        f"{paper['params_m']}M (classifier)" if paper else '-',
-        _giga(count.total), _giga(count.attention), _giga(count.total - count.attention),
-        f"{paper['flops_g']}G (classifier, 224)" if paper else '-',
-        f'{other}G' if other else '-')))]
+    rows = [
+        dict(
+            zip(COLUMNS,
+                (name, f"backbone {backbone_cfg.get('type')}", f'{shape[0]}x{shape[1]}',
+                 _mega(num_params(
+                     model.backbone)), f"{paper['params_m']}M (classifier)" if paper else '-',
+                 _giga(count.total), _giga(count.attention), _giga(count.total - count.attention),
+                 f"{paper['flops_g']}G (classifier, 224)" if paper else '-',
+                 f'{other}G' if other else '-')))
+    ]
     unsupported = count.unsupported
     if not args.backbone_only:
         shape = tuple(args.shape) if args.shape else DEFAULT_SHAPES[task]
@@ -111,22 +123,25 @@ def rows_for(config, args):
             paper_flops = f"{paper_flops}G (at {paper['shape'][0]}x{paper['shape'][1]})"
         elif paper_flops is not None:
             paper_flops = f'{paper_flops}G'
-        rows.append(dict(zip(COLUMNS, (
-            name, 'whole model', f'{shape[0]}x{shape[1]}', _mega(num_params(model)),
-            f"{paper['params_m']}M" if paper else '-', _giga(count.total),
-            _giga(count.attention), _giga(count.total - count.attention),
-            paper_flops or '-', '-'))))
+        rows.append(
+            dict(
+                zip(COLUMNS, (name, 'whole model', f'{shape[0]}x{shape[1]}', _mega(
+                    num_params(model)), f"{paper['params_m']}M" if paper else '-', _giga(
+                        count.total), _giga(count.attention), _giga(count.total - count.attention),
+                              paper_flops or '-', '-'))))
         unsupported = unsupported + count.unsupported
     return rows, unsupported
 
 
 def format_table(rows) -> str:
     widths = [max(len(col), *(len(str(row[col])) for row in rows)) for col in COLUMNS]
-    lines = ['| ' + ' | '.join(col.ljust(w) for col, w in zip(COLUMNS, widths)) + ' |',
-             '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+    lines = [
+        '| ' + ' | '.join(col.ljust(w) for col, w in zip(COLUMNS, widths)) + ' |',
+        '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+    ]
     for row in rows:
-        lines.append('| ' + ' | '.join(str(row[col]).ljust(w) for col, w in zip(COLUMNS, widths))
-                     + ' |')
+        lines.append('| ' + ' | '.join(str(row[col]).ljust(w)
+                                       for col, w in zip(COLUMNS, widths)) + ' |')
     return '\n'.join(lines)
 
 

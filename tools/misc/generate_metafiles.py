@@ -51,27 +51,32 @@ GENERATOR = 'tools/misc/generate_metafiles.py'
 
 #: Backbone type (``model.backbone.type``) -> its metafile directory and ``Collections`` entry.
 FAMILIES = {
-    'RAVLT': dict(
+    'RAVLT':
+    dict(
         directory='configs/ravlt',
         collection=dict(
             Name='RAVLT',
-            Metadata=dict(Architecture=['RAVLT', 'Rank-Augmented Linear Attention',
-                                        'Global Softmax Attention']),
-            Paper=dict(URL='https://arxiv.org/abs/2411.07635',
-                       Title='Breaking the Low-Rank Dilemma of Linear Attention'),
+            Metadata=dict(Architecture=[
+                'RAVLT', 'Rank-Augmented Linear Attention', 'Global Softmax Attention'
+            ]),
+            Paper=dict(
+                URL='https://arxiv.org/abs/2411.07635',
+                Title='Breaking the Low-Rank Dilemma of Linear Attention'),
             Code=dict(URL='https://github.com/qhfan/RALA'),
             README='README.md'),
         results_note=('Results: the official RALA README (COCO val2017, ADE20K val), whose '
                       'recipes the configs port.')),
-    'SOFT': dict(
+    'SOFT':
+    dict(
         directory='configs/soft',
         collection=dict(
             Name='SOFT',
-            Metadata=dict(Architecture=['SOFT++', 'Softmax-free Attention',
-                                        'Nystrom Approximation', 'Newton-Schulz Pseudo-Inverse',
-                                        'Symmetric Normalization']),
-            Paper=dict(URL='https://arxiv.org/abs/2207.03341',
-                       Title='Softmax-free Linear Transformers'),
+            Metadata=dict(Architecture=[
+                'SOFT++', 'Softmax-free Attention', 'Nystrom Approximation',
+                'Newton-Schulz Pseudo-Inverse', 'Symmetric Normalization'
+            ]),
+            Paper=dict(
+                URL='https://arxiv.org/abs/2207.03341', Title='Softmax-free Linear Transformers'),
             Code=dict(URL='https://github.com/fudan-zvg/SOFT'),
             README='README.md'),
         results_note=('Results: the official SOFT README (SOFT-*-Norm = SOFT++ backbones, COCO '
@@ -79,8 +84,11 @@ FAMILIES = {
                       'the configs follow PVT / Swin recipes (see their docstrings).')),
 }
 
-_TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
-          'mIoU': 'Semantic Segmentation'}
+_TASKS = {
+    'box AP': 'Object Detection',
+    'mask AP': 'Instance Segmentation',
+    'mIoU': 'Semantic Segmentation'
+}
 _DETECTORS = {'MaskRCNN': 'Mask R-CNN', 'CascadeRCNN': 'Cascade R-CNN', 'RetinaNet': 'RetinaNet'}
 _DECODE_HEADS = {'UPerHead': 'UperNet', 'FPNHead': 'Semantic FPN'}
 _BATCH_RE = re.compile(r'Batch: (\d+) images? per GPU x (\d+) GPUs = (\d+)')
@@ -254,8 +262,8 @@ def _architecture(family: str, cfg) -> List[str]:
     backbone = model.backbone
     name = family
     if family == 'SOFT':  # as SOFT._resolve_attention: normalization wins, norm=True means 'core'
-        normalization = backbone.get('normalization') or (
-            'core' if backbone.get('norm') else 'none')
+        normalization = backbone.get('normalization') or ('core'
+                                                          if backbone.get('norm') else 'none')
         name = 'SOFT' if normalization == 'none' else 'SOFT++'
     parts = [name]
     if model.get('neck') is not None:
@@ -295,10 +303,13 @@ def describe(name: str, root: str = ROOT, params: Optional[int] = None) -> dict:
     if params is None:
         params = count_params(cfg)
     data = _training_data(name, cfg)
-    metadata = {'Architecture': _architecture(family, cfg), 'Training Data': data,
-                'Training Techniques': _techniques(cfg), **_schedule(name, cfg),
-                'Batch Size': _batch_size(name, cfg, docstring),
-                'Parameters': round(params / 1e6, 2)}
+    metadata = {
+        'Architecture': _architecture(family, cfg),
+        'Training Data': data,
+        'Training Techniques': _techniques(cfg),
+        **_schedule(name, cfg), 'Batch Size': _batch_size(name, cfg, docstring),
+        'Parameters': round(params / 1e6, 2)
+    }
     results = []
     for metric, value in reported_metrics(name).items():
         if data not in ('COCO', 'ADE20K'):
@@ -306,9 +317,14 @@ def describe(name: str, root: str = ROOT, params: Optional[int] = None) -> dict:
         if metric not in METRIC_NAMES:
             raise MetafileError(f'{name}: unknown metric {metric!r} in mmlinattn.analysis.reported')
         results.append({'Task': _TASKS[metric], 'Dataset': data, 'Metrics': {metric: value}})
-    entry = {'Name': name, 'In Collection': FAMILIES[family]['collection']['Name'],
-             'Config': f'configs/{name}.py', 'Metadata': metadata, 'Results': results,
-             'Weights': None}
+    entry = {
+        'Name': name,
+        'In Collection': FAMILIES[family]['collection']['Name'],
+        'Config': f'configs/{name}.py',
+        'Metadata': metadata,
+        'Results': results,
+        'Weights': None
+    }
     return dict(family=family, entry=entry)
 
 
@@ -384,8 +400,13 @@ class _IndentedDumper(yaml.SafeDumper):
 
 
 def _dump(data: dict) -> str:
-    return yaml.dump(data, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False, width=100)
+    return yaml.dump(
+        data,
+        Dumper=_IndentedDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=100)
 
 
 def _header(family: str) -> str:
@@ -406,8 +427,8 @@ def _header(family: str) -> str:
     ]
     lines = []
     for paragraph in paragraphs:
-        lines += textwrap.wrap(paragraph, width=100, initial_indent='# ',
-                               subsequent_indent='# ') or ['#']
+        lines += textwrap.wrap(
+            paragraph, width=100, initial_indent='# ', subsequent_indent='# ') or ['#']
     return '\n'.join(lines) + '\n'
 
 
@@ -434,12 +455,13 @@ def render(descriptions: List[dict], flops: Dict[str, float]) -> Dict[str, str]:
         body = _dump({'Collections': [spec['collection']], 'Models': models})
         files[f"{spec['directory']}/metafile.yml"] = _header(family) + '\n' + body
     index = {'Import': [f"{spec['directory']}/metafile.yml" for spec in FAMILIES.values()]}
-    files[INDEX_FILE] = (f'# OpenMMLab model index of mmlinattn. Generated by {GENERATOR}.\n'
-                         + _dump(index))
+    files[INDEX_FILE] = (f'# OpenMMLab model index of mmlinattn. Generated by {GENERATOR}.\n' +
+                         _dump(index))
     return files
 
 
-def generate(root: str = ROOT, flops: Optional[Dict[str, float]] = None,
+def generate(root: str = ROOT,
+             flops: Optional[Dict[str, float]] = None,
              params: Optional[Dict[str, int]] = None) -> Dict[str, str]:
     """The files as the generator writes them without ``--flops``.
 
@@ -473,11 +495,16 @@ def _write(root: str, files: Dict[str, str]) -> List[str]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument('--flops', nargs='*', metavar='CONFIG',
-                      help='measure FLOPs (slow): of every config, or of the named ones (config '
-                      'stems); the others keep those of the current metafiles')
-    mode.add_argument('--check', action='store_true',
-                      help='write nothing; exit 1 if a file differs from what would be written')
+    mode.add_argument(
+        '--flops',
+        nargs='*',
+        metavar='CONFIG',
+        help='measure FLOPs (slow): of every config, or of the named ones (config '
+        'stems); the others keep those of the current metafiles')
+    mode.add_argument(
+        '--check',
+        action='store_true',
+        help='write nothing; exit 1 if a file differs from what would be written')
     return parser.parse_args(argv)
 
 
@@ -495,8 +522,10 @@ def main(argv=None) -> int:
         descriptions = [describe(name, ROOT) for name in names]
         flops = existing_flops(ROOT)
         if args.check:
-            stale = [rel for rel, text in render(descriptions, flops).items()
-                     if _read_text(osp.join(ROOT, rel)) != text]
+            stale = [
+                rel for rel, text in render(descriptions, flops).items()
+                if _read_text(osp.join(ROOT, rel)) != text
+            ]
             for rel in stale:
                 print(f'{rel} is out of date: run python {GENERATOR}', file=sys.stderr)
             return 1 if stale else 0
@@ -505,8 +534,9 @@ def main(argv=None) -> int:
         for i, name in enumerate(todo, 1):
             tic = time.time()
             flops[name] = measure_flops(name, ROOT)
-            print(f'[{i}/{len(todo)}] {name}: {flops[name]} GFLOPs ({time.time() - tic:.0f} s)',
-                  flush=True)
+            print(
+                f'[{i}/{len(todo)}] {name}: {flops[name]} GFLOPs ({time.time() - tic:.0f} s)',
+                flush=True)
             changed.update(_write(ROOT, render(descriptions, flops)))  # keep what is measured
         if todo:
             print(f'FLOPs of {len(todo)} configs measured in {time.time() - start:.0f} s')

@@ -7,8 +7,10 @@
 settings that decide the function its weights compute (family, widths, depths, heads and the
 family's own, e.g. SOFT's normalization). Loading weights into a backbone built with contradicting
 settings is then an error (:class:`~mmlinattn.utils.checkpoint.CheckpointMismatchError`) whichever
-way they arrive: ``init_cfg=dict(type='Pretrained')``, ``load_from`` / ``--resume`` of a whole model,
-``init_detector`` or plain ``load_state_dict``. ``override_checkpoint_settings=True`` turns the error
+way they arrive: ``init_cfg=dict(type='Pretrained')``, ``load_from`` / ``--resume`` of a whole
+model,
+``init_detector`` or plain ``load_state_dict``. ``override_checkpoint_settings=True`` turns the
+error
 into a logged warning for deliberate changes (e.g. fine-tuning SOFT weights as SOFT++).
 
 A family subclass sets ``arch_table`` and implements its stem, stages and
@@ -33,8 +35,7 @@ from ...ops.registry import DEFAULT_BACKEND, get_op
 from ...utils.checkpoint import (SETTINGS_KEY, CheckpointMismatchError, decode_settings,
                                  encode_settings)
 
-__all__ = ['PyramidBackbone', 'check_rate', 'check_positive_int', 'check_out_indices',
-           'run_blocks']
+__all__ = ['PyramidBackbone', 'check_rate', 'check_positive_int', 'check_out_indices', 'run_blocks']
 
 #: Arch keys that are part of every settings record.
 ARCH_SETTINGS = ('embed_dims', 'depths', 'num_heads')
@@ -94,8 +95,10 @@ def check_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -
     return tuple(sorted(normalised))
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, with_cp: bool = False
-               ) -> torch.Tensor:
+def run_blocks(blocks: nn.ModuleList,
+               x: torch.Tensor,
+               *args,
+               with_cp: bool = False) -> torch.Tensor:
     """``x = block(x, *args)`` for each block, with gradient checkpointing when ``with_cp`` and
     ``x`` needs a gradient."""
     for block in blocks:
@@ -185,7 +188,7 @@ class PyramidBackbone(BaseModule):
         self.with_cp = bool(with_cp)
         self.backend = backend
         for kind in self.op_kinds:
-            self.op_for(kind)                       # an unknown backend fails here, once
+            self.op_for(kind)  # an unknown backend fails here, once
         self.override_checkpoint_settings = bool(override_checkpoint_settings)
 
     def op_for(self, kind: str) -> Callable:
@@ -207,8 +210,11 @@ class PyramidBackbone(BaseModule):
         for klass in reversed(cls.__mro__):
             if isinstance(klass, type) and issubclass(klass, PyramidBackbone):
                 signature = inspect.signature(klass.__init__)
-                defaults.update({name: p.default for name, p in signature.parameters.items()
-                                 if p.default is not inspect.Parameter.empty})
+                defaults.update({
+                    name: p.default
+                    for name, p in signature.parameters.items()
+                    if p.default is not inspect.Parameter.empty
+                })
         return defaults
 
     # ------------------------------------------------------------------------------ arch
@@ -298,8 +304,11 @@ class PyramidBackbone(BaseModule):
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             from ...converters import load_pretrained
             self._init_from_scratch()
-            load_pretrained(self, init_cfg['checkpoint'], family=self.arch_table.family,
-                            prefix=init_cfg.get('prefix'))
+            load_pretrained(
+                self,
+                init_cfg['checkpoint'],
+                family=self.arch_table.family,
+                prefix=init_cfg.get('prefix'))
             self._is_init = True
         elif init_cfg is None:
             self._init_from_scratch()
@@ -344,8 +353,9 @@ class PyramidBackbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: ``(B, in_channels, H, W)``. Returns one ``(B, C_i, H_i, W_i)`` map per out index,
         ``H_i = ceil(H / 2 ** (i + 2))``."""
-        return tuple(self.output(i, x) for i, x in self.forward_stages(x, max(self.out_indices))
-                     if i in self.out_indices)
+        return tuple(
+            self.output(i, x) for i, x in self.forward_stages(x, max(self.out_indices))
+            if i in self.out_indices)
 
     def official_algorithm_patches(self) -> List[Tuple[Any, str, Any]]:
         """``(object, attribute, value)`` changes that make this backbone evaluate its maths as
@@ -366,8 +376,14 @@ class PyramidBackbone(BaseModule):
             dict: ``family``, ``embed_dims``, ``depths``, ``num_heads`` and
             :meth:`function_settings`.
         """
-        return {'family': self.arch_table.family,
-                **{k: list(self.arch[k]) for k in ARCH_SETTINGS}, **self.function_settings()}
+        return {
+            'family': self.arch_table.family,
+            **{
+                k: list(self.arch[k])
+                for k in ARCH_SETTINGS
+            },
+            **self.function_settings()
+        }
 
     def get_extra_state(self) -> torch.Tensor:
         return encode_settings(self.trained_settings())
@@ -383,8 +399,10 @@ class PyramidBackbone(BaseModule):
         # torch and mmengine call this on the backbone before its children: adapt and check the
         # whole subtree here, then let torch load (which also applies the settings record).
         self._adapt_incoming(state_dict, prefix)
-        self.check_state_dict({k[len(prefix):]: v for k, v in state_dict.items()
-                               if k.startswith(prefix)})
+        self.check_state_dict({
+            k[len(prefix):]: v
+            for k, v in state_dict.items() if k.startswith(prefix)
+        })
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @contextmanager
@@ -397,8 +415,9 @@ class PyramidBackbone(BaseModule):
         finally:
             self._partial_load = previous
 
-    def check_state_dict(self, state_dict: Mapping[str, Any], source: str = 'the checkpoint'
-                         ) -> None:
+    def check_state_dict(self,
+                         state_dict: Mapping[str, Any],
+                         source: str = 'the checkpoint') -> None:
         """Check backbone weights (keys relative to the backbone) before they are loaded.
 
         Nothing is checked when ``state_dict`` holds no backbone key at all (a checkpoint of other
@@ -418,10 +437,12 @@ class PyramidBackbone(BaseModule):
         if record is not None:
             self.check_checkpoint_settings(decode_settings(record), source=source)
         ours = {k: v.shape for k, v in self.state_dict().items() if k != SETTINGS_KEY}
-        wrong = [k for k, v in incoming.items()
-                 if k in ours and hasattr(v, 'shape') and tuple(v.shape) != tuple(ours[k])]
-        missing = [] if getattr(self, '_partial_load', False) else [
-            k for k in ours if k not in incoming]
+        wrong = [
+            k for k, v in incoming.items()
+            if k in ours and hasattr(v, 'shape') and tuple(v.shape) != tuple(ours[k])
+        ]
+        missing = [] if getattr(self, '_partial_load',
+                                False) else [k for k in ours if k not in incoming]
         unexpected = [k for k in incoming if k not in ours]
         if not wrong and not missing and not unexpected:
             return
@@ -439,8 +460,10 @@ class PyramidBackbone(BaseModule):
                          f'{unexpected[0]})')
         message = f"{source}'s backbone weights do not fit this {name}: {' and '.join(parts)}"
         if self.override_checkpoint_settings:
-            print_log(f'{message}; loading the rest because override_checkpoint_settings=True',
-                      logger='current', level=30)
+            print_log(
+                f'{message}; loading the rest because override_checkpoint_settings=True',
+                logger='current',
+                level=30)
             return
         raise CheckpointMismatchError(
             f'{message}; build the backbone the weights were trained with (or set '
@@ -454,7 +477,8 @@ class PyramidBackbone(BaseModule):
             return f'arch={name!r}' if name else f'arch={arch}'
         return f'{key}={tuple(value) if isinstance(value, list) else value!r}'
 
-    def check_checkpoint_settings(self, recorded: Mapping[str, Any],
+    def check_checkpoint_settings(self,
+                                  recorded: Mapping[str, Any],
                                   source: str = 'the checkpoint') -> List[str]:
         """Compare a settings record with this backbone's settings.
 
@@ -484,8 +508,8 @@ class PyramidBackbone(BaseModule):
             if key == 'family' or key not in ours or value is None:
                 continue
             if isinstance(value, list) and isinstance(ours[key], list):
-                if len(value) == len(ours[key]) and all(
-                        v is None or v == o for v, o in zip(value, ours[key])):
+                if len(value) == len(ours[key]) and all(v is None or v == o
+                                                        for v, o in zip(value, ours[key])):
                     continue
             elif value == ours[key]:
                 continue
@@ -502,8 +526,10 @@ class PyramidBackbone(BaseModule):
         message = (f'{source} holds weights trained with {trained}, but this {name} is built with '
                    f'{built}')
         if self.override_checkpoint_settings:
-            print_log(f'{message}; loading them anyway because override_checkpoint_settings=True',
-                      logger='current', level=30)
+            print_log(
+                f'{message}; loading them anyway because override_checkpoint_settings=True',
+                logger='current',
+                level=30)
             return differ
         raise CheckpointMismatchError(
             f'{message}; set {" and ".join(fixes)} in the backbone config to match them (or '

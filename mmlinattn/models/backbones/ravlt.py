@@ -34,8 +34,8 @@ __all__ = ['RAVLT']
 
 #: ``attn_types`` entry -> op kind in :mod:`mmlinattn.ops.registry`.
 ATTENTION_KINDS = {
-    'linear': 'rala',            # rank-augmented linear attention, O(N)
-    'softmax': 'rope_softmax',   # global softmax attention on RoPE-rotated q, k, O(N^2)
+    'linear': 'rala',  # rank-augmented linear attention, O(N)
+    'softmax': 'rope_softmax',  # global softmax attention on RoPE-rotated q, k, O(N^2)
 }
 
 
@@ -55,7 +55,10 @@ class GatedRoPEAttention(nn.Module):
             :mod:`mmlinattn.ops.registry`); None: the default backend's.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, attn_type: str = 'linear',
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 attn_type: str = 'linear',
                  attn_op: Optional[Callable] = None):
         super().__init__()
         self.num_heads = num_heads
@@ -72,8 +75,9 @@ class GatedRoPEAttention(nn.Module):
         q, k, v, gate = self.qkvg(x).chunk(4, dim=1)
         lepe = self.lepe(v)
         # channel = head * head_dim + dim  ->  (B, heads, N, head_dim)
-        q, k, v = (t.reshape(batch, self.num_heads, self.head_dim, height * width).transpose(-1, -2)
-                   for t in (q, k, v))
+        q, k, v = (
+            t.reshape(batch, self.num_heads, self.head_dim, height * width).transpose(-1, -2)
+            for t in (q, k, v))
         out = self.attn_op(q, k, v, sin, cos)
         out = out.transpose(-1, -2).reshape(batch, channels, height, width)
         return self.proj((out + lepe) * gate)
@@ -116,8 +120,13 @@ class RAVLTBlock(nn.Module):
         attn_op (callable, optional): attention implementation.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, attn_type: str, mlp_ratio: float,
-                 drop_path_rate: float, layer_scale_init_value: float,
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 attn_type: str,
+                 mlp_ratio: float,
+                 drop_path_rate: float,
+                 layer_scale_init_value: float,
                  attn_op: Optional[Callable] = None):
         super().__init__()
         self.layer_scale_init_value = layer_scale_init_value
@@ -158,9 +167,17 @@ class RAVLTStage(nn.Module):
         attn_op (callable, optional): attention implementation.
     """
 
-    def __init__(self, in_channels: Optional[int], embed_dims: int, depth: int, num_heads: int,
-                 attn_type: str, mlp_ratio: float, drop_path_rates: Sequence[float],
-                 layer_scale_init_value: float, norm_cfg: Dict, with_cp: bool = False,
+    def __init__(self,
+                 in_channels: Optional[int],
+                 embed_dims: int,
+                 depth: int,
+                 num_heads: int,
+                 attn_type: str,
+                 mlp_ratio: float,
+                 drop_path_rates: Sequence[float],
+                 layer_scale_init_value: float,
+                 norm_cfg: Dict,
+                 with_cp: bool = False,
                  attn_op: Optional[Callable] = None):
         super().__init__()
         self.head_dim = embed_dims // num_heads
@@ -168,8 +185,15 @@ class RAVLTStage(nn.Module):
         if in_channels is None:
             self.downsample = None
         else:
-            self.downsample = ConvModule(in_channels, embed_dims, 3, stride=2, padding=1, bias=True,
-                                         norm_cfg=norm_cfg, act_cfg=None)
+            self.downsample = ConvModule(
+                in_channels,
+                embed_dims,
+                3,
+                stride=2,
+                padding=1,
+                bias=True,
+                norm_cfg=norm_cfg,
+                act_cfg=None)
         self.blocks = nn.ModuleList(
             RAVLTBlock(embed_dims, num_heads, attn_type, mlp_ratio, drop_path_rates[j],
                        layer_scale_init_value, attn_op) for j in range(depth))
@@ -188,12 +212,12 @@ def _stem(in_channels: int, embed_dims: int, norm_cfg: Dict) -> nn.Sequential:
     mid = embed_dims // 2
     gelu = dict(type='GELU')
     return nn.Sequential(
-        ConvModule(in_channels, mid, 3, stride=2, padding=1, bias=True, norm_cfg=norm_cfg,
-                   act_cfg=gelu),
+        ConvModule(
+            in_channels, mid, 3, stride=2, padding=1, bias=True, norm_cfg=norm_cfg, act_cfg=gelu),
         ConvModule(mid, mid, 3, padding=1, bias=True, norm_cfg=norm_cfg, act_cfg=gelu),
         ConvModule(mid, mid, 3, padding=1, bias=True, norm_cfg=norm_cfg, act_cfg=gelu),
-        ConvModule(mid, embed_dims, 3, stride=2, padding=1, bias=True, norm_cfg=norm_cfg,
-                   act_cfg=None))
+        ConvModule(
+            mid, embed_dims, 3, stride=2, padding=1, bias=True, norm_cfg=norm_cfg, act_cfg=None))
 
 
 @MODELS.register_module()
@@ -205,7 +229,8 @@ class RAVLT(PyramidBackbone):
     :func:`torch.nn.functional.scaled_dot_product_attention`), as in the official models.
 
     By default every output passes through its own channel-wise LayerNorm (``out_norms``, the
-    official detection backbone's ``extra_norms``; ``out_norm_cfg`` changes or removes it). Official ImageNet and mmdet-2.x / mmseg-0.x checkpoints
+    official detection backbone's ``extra_norms``; ``out_norm_cfg`` changes or removes it).
+    Official ImageNet and mmdet-2.x / mmseg-0.x checkpoints
     load through ``init_cfg=dict(type='Pretrained', checkpoint=...)``; see
     :mod:`mmlinattn.converters.rala`.
 
@@ -279,23 +304,25 @@ class RAVLT(PyramidBackbone):
             self.stem = _stem(self.in_channels, embed_dims[0], self.norm_cfg)
             self.stages = nn.ModuleList()
             for i in range(self.num_stages):
-                self.stages.append(RAVLTStage(
-                    in_channels=embed_dims[i - 1] if i > 0 else None,
-                    embed_dims=embed_dims[i],
-                    depth=depths[i],
-                    num_heads=self.arch['num_heads'][i],
-                    attn_type=self.attn_types[i],
-                    mlp_ratio=self.arch['mlp_ratios'][i],
-                    drop_path_rates=rates[i],
-                    layer_scale_init_value=self.arch['layer_scale_init_values'][i],
-                    norm_cfg=self.norm_cfg,
-                    with_cp=self.with_cp,
-                    attn_op=ops[self.attn_types[i]]))
+                self.stages.append(
+                    RAVLTStage(
+                        in_channels=embed_dims[i - 1] if i > 0 else None,
+                        embed_dims=embed_dims[i],
+                        depth=depths[i],
+                        num_heads=self.arch['num_heads'][i],
+                        attn_type=self.attn_types[i],
+                        mlp_ratio=self.arch['mlp_ratios'][i],
+                        drop_path_rates=rates[i],
+                        layer_scale_init_value=self.arch['layer_scale_init_values'][i],
+                        norm_cfg=self.norm_cfg,
+                        with_cp=self.with_cp,
+                        attn_op=ops[self.attn_types[i]]))
         self.out_norm_cfg = copy.deepcopy(out_norm_cfg)
-        self.out_norms = nn.ModuleDict(
-            {str(i): (nn.Identity() if out_norm_cfg is None else
-                      build_norm_layer(out_norm_cfg, embed_dims[i])[1])
-             for i in self.out_indices})
+        self.out_norms = nn.ModuleDict({
+            str(i): (nn.Identity() if out_norm_cfg is None else build_norm_layer(
+                out_norm_cfg, embed_dims[i])[1])
+            for i in self.out_indices
+        })
         self._freeze_stages()
 
     @classmethod
@@ -321,8 +348,9 @@ class RAVLT(PyramidBackbone):
     def _check_attn_types(self, attn_types: Sequence[str]) -> Tuple[str, ...]:
         attn_types = tuple(attn_types)
         if len(attn_types) != self.num_stages or any(t not in ATTENTION_KINDS for t in attn_types):
-            raise ValueError(f'attn_types must give one of {sorted(ATTENTION_KINDS)} for each of the '
-                             f'{self.num_stages} stages, got {attn_types!r}')
+            raise ValueError(
+                f'attn_types must give one of {sorted(ATTENTION_KINDS)} for each of the '
+                f'{self.num_stages} stages, got {attn_types!r}')
         return attn_types
 
     def official_algorithm_patches(self) -> List[Tuple[Any, str, Any]]:

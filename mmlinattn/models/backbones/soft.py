@@ -65,9 +65,16 @@ class SoftmaxFreeAttention(nn.Module):
             :mod:`mmlinattn.ops.registry`); None: the default backend's.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, landmark_ratio: int,
-                 local_kernel_size: int, normalization: str, pinv_mode: str, newton_iters: int,
-                 max_landmarks: Optional[int], attn_op: Optional[Callable] = None):
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 landmark_ratio: int,
+                 local_kernel_size: int,
+                 normalization: str,
+                 pinv_mode: str,
+                 newton_iters: int,
+                 max_landmarks: Optional[int],
+                 attn_op: Optional[Callable] = None):
         super().__init__()
         self.attn_op = attn_op or get_op('softmax_free')
         self.num_heads = num_heads
@@ -80,12 +87,17 @@ class SoftmaxFreeAttention(nn.Module):
         self.q_proj = nn.Linear(embed_dims, embed_dims)
         self.v_proj = nn.Linear(embed_dims, embed_dims)
         # Heads are folded into the batch, so one conv / norm serves all heads.
-        self.landmark_conv = nn.Conv2d(self.head_dim, self.head_dim, landmark_ratio,
-                                       stride=landmark_ratio, bias=False)
+        self.landmark_conv = nn.Conv2d(
+            self.head_dim, self.head_dim, landmark_ratio, stride=landmark_ratio, bias=False)
         self.landmark_norm = nn.LayerNorm(self.head_dim)
         # One k x k spatial filter per head, shared by the d channels of that head.
-        self.local_conv = nn.Conv2d(num_heads, num_heads, local_kernel_size,
-                                    padding=local_kernel_size // 2, groups=num_heads, bias=False)
+        self.local_conv = nn.Conv2d(
+            num_heads,
+            num_heads,
+            local_kernel_size,
+            padding=local_kernel_size // 2,
+            groups=num_heads,
+            bias=False)
         self.out_proj = nn.Linear(embed_dims, embed_dims)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -94,7 +106,7 @@ class SoftmaxFreeAttention(nn.Module):
         height, width = hw
         heads, head_dim = self.num_heads, self.head_dim
         q = self.q_proj(x).view(batch, num_tokens, heads, head_dim).transpose(1, 2)
-        q = q / math.sqrt(math.sqrt(head_dim))                          # (B, h, N, d)
+        q = q / math.sqrt(math.sqrt(head_dim))  # (B, h, N, d)
         v = self.v_proj(x).view(batch, num_tokens, heads, head_dim).transpose(1, 2)
 
         grid = landmark_grid_size(height, width, self.landmark_ratio, self.max_landmarks)
@@ -136,8 +148,11 @@ class SOFTBlock(nn.Module):
         self.attn = SoftmaxFreeAttention(embed_dims, num_heads, **attn_kwargs)
         self.drop = build_dropout(drop_cfg)
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.ffn = FFN(embed_dims, 4 * embed_dims, act_cfg=dict(type='GELU', approximate='tanh'),
-                       dropout_layer=drop_cfg)
+        self.ffn = FFN(
+            embed_dims,
+            4 * embed_dims,
+            act_cfg=dict(type='GELU', approximate='tanh'),
+            dropout_layer=drop_cfg)
         self.norm2 = nn.LayerNorm(embed_dims)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -158,7 +173,7 @@ class SoftmaxAttention(nn.Module):
         batch, num_tokens, channels = x.shape
         qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, channels // self.num_heads)
         qkv = qkv.permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])   # (B, h, N, d)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, h, N, d)
         return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, channels))
 
 
@@ -172,8 +187,8 @@ class SoftmaxBlock(nn.Module):
         self.attn = SoftmaxAttention(embed_dims, num_heads)
         self.drop = build_dropout(drop_cfg)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.ffn = FFN(embed_dims, 4 * embed_dims, act_cfg=dict(type='GELU'),
-                       dropout_layer=drop_cfg)
+        self.ffn = FFN(
+            embed_dims, 4 * embed_dims, act_cfg=dict(type='GELU'), dropout_layer=drop_cfg)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x)))
@@ -194,8 +209,12 @@ class SOFTStage(nn.Module):
         with_cp (bool): gradient checkpointing per block.
     """
 
-    def __init__(self, downsample: Optional[nn.Module], embed_dims: int,
-                 pos_grid: Tuple[int, int], blocks: List[nn.Module], with_cls_token: bool = False,
+    def __init__(self,
+                 downsample: Optional[nn.Module],
+                 embed_dims: int,
+                 pos_grid: Tuple[int, int],
+                 blocks: List[nn.Module],
+                 with_cls_token: bool = False,
                  with_cp: bool = False):
         super().__init__()
         self.downsample = downsample
@@ -214,9 +233,9 @@ class SOFTStage(nn.Module):
         batch, channels, height, width = x.shape
         # Resized on every forward (bilinear, align_corners=False), also when the size matches,
         # as in the official models (an exact identity then).
-        pos = F.interpolate(self.pos_embed, size=(height, width), mode='bilinear',
-                            align_corners=False)
-        x = (x + pos).flatten(2).transpose(1, 2)                            # (B, N, C)
+        pos = F.interpolate(
+            self.pos_embed, size=(height, width), mode='bilinear', align_corners=False)
+        x = (x + pos).flatten(2).transpose(1, 2)  # (B, N, C)
         if self.with_cls_token:
             cls = (self.cls_token + self.cls_pos_embed).expand(batch, -1, -1)
             x = torch.cat([cls, x], dim=1)
@@ -333,8 +352,7 @@ class SOFT(PyramidBackbone):
                  **kwargs):
         super().__init__(arch, **kwargs)
         embed_dims, depths, num_heads = (self.arch[k] for k in self.arch_table.required_keys)
-        self.normalization, self.pinv_mode = self._resolve_attention(norm, normalization,
-                                                                     pinv_mode)
+        self.normalization, self.pinv_mode = self._resolve_attention(norm, normalization, pinv_mode)
         self.newton_iters = check_positive_int('newton_iters', newton_iters)
         self.max_landmarks = check_positive_int('max_landmarks', max_landmarks, allow_none=True)
         self.landmark_ratios = self._check_per_soft_stage('landmark_ratios', landmark_ratios)
@@ -363,38 +381,65 @@ class SOFT(PyramidBackbone):
             warnings.filterwarnings('ignore', message='Unnecessary conv bias')
             norm_cfg = self.norm_cfg
             self.stem = nn.Sequential(
-                ConvModule(self.in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=True,
-                           norm_cfg=norm_cfg),
-                ConvModule(STEM_CHANNELS, STEM_CHANNELS, 3, padding=1, bias=True,
-                           norm_cfg=norm_cfg),
-                ConvModule(STEM_CHANNELS, embed_dims[0], 3, stride=2, padding=1, bias=True,
-                           norm_cfg=norm_cfg))
+                ConvModule(
+                    self.in_channels,
+                    STEM_CHANNELS,
+                    3,
+                    stride=2,
+                    padding=1,
+                    bias=True,
+                    norm_cfg=norm_cfg),
+                ConvModule(
+                    STEM_CHANNELS, STEM_CHANNELS, 3, padding=1, bias=True, norm_cfg=norm_cfg),
+                ConvModule(
+                    STEM_CHANNELS,
+                    embed_dims[0],
+                    3,
+                    stride=2,
+                    padding=1,
+                    bias=True,
+                    norm_cfg=norm_cfg))
             self.stages = nn.ModuleList()
             for i in range(self.num_stages):
                 stage_rates = rates[i]
                 if i < self.num_stages - 1:
                     blocks = [
-                        SOFTBlock(embed_dims[i], num_heads[i], rate, soft_block_drop,
-                                  landmark_ratio=self.landmark_ratios[i],
-                                  local_kernel_size=self.local_kernel_sizes[i],
-                                  normalization=self.normalization, pinv_mode=self.pinv_mode,
-                                  newton_iters=self.newton_iters,
-                                  max_landmarks=self.max_landmarks,
-                                  attn_op=self.op_for('softmax_free'))
-                        for rate in stage_rates
+                        SOFTBlock(
+                            embed_dims[i],
+                            num_heads[i],
+                            rate,
+                            soft_block_drop,
+                            landmark_ratio=self.landmark_ratios[i],
+                            local_kernel_size=self.local_kernel_sizes[i],
+                            normalization=self.normalization,
+                            pinv_mode=self.pinv_mode,
+                            newton_iters=self.newton_iters,
+                            max_landmarks=self.max_landmarks,
+                            attn_op=self.op_for('softmax_free')) for rate in stage_rates
                     ]
                 else:
-                    blocks = [SoftmaxBlock(embed_dims[i], num_heads[i], rate)
-                              for rate in stage_rates]
+                    blocks = [
+                        SoftmaxBlock(embed_dims[i], num_heads[i], rate) for rate in stage_rates
+                    ]
                 downsample = None if i == 0 else ConvModule(
-                    embed_dims[i - 1], embed_dims[i], 3, stride=2, padding=1, bias=True,
+                    embed_dims[i - 1],
+                    embed_dims[i],
+                    3,
+                    stride=2,
+                    padding=1,
+                    bias=True,
                     norm_cfg=norm_cfg)
-                stride = 2 ** (i + 2)
+                stride = 2**(i + 2)
                 pos_grid = (self.pretrain_img_size[0] // stride,
                             self.pretrain_img_size[1] // stride)
-                self.stages.append(SOFTStage(downsample, embed_dims[i], pos_grid, blocks,
-                                             with_cls_token=i == self.num_stages - 1,
-                                             with_cp=self.with_cp))
+                self.stages.append(
+                    SOFTStage(
+                        downsample,
+                        embed_dims[i],
+                        pos_grid,
+                        blocks,
+                        with_cls_token=i == self.num_stages - 1,
+                        with_cp=self.with_cp))
         self.final_norm = final_norm
         if final_norm:
             self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
@@ -435,9 +480,11 @@ class SOFT(PyramidBackbone):
         closely the inverse is approximated, and the dense-prediction configs change them on
         purpose (see the class docstring).
         """
-        return {'normalization': self.normalization,
-                'landmark_ratios': list(self.landmark_ratios),
-                'local_kernel_sizes': list(self.local_kernel_sizes)}
+        return {
+            'normalization': self.normalization,
+            'landmark_ratios': list(self.landmark_ratios),
+            'local_kernel_sizes': list(self.local_kernel_sizes)
+        }
 
     def _setting_fix(self, key: str, value: Any, recorded) -> str:
         if key == 'normalization':
@@ -453,8 +500,11 @@ class SOFT(PyramidBackbone):
                 continue
             if table.shape[:2] != stage.pos_embed.shape[:2]:
                 continue  # a channel mismatch is reported by load_state_dict itself
-            state_dict[key] = F.interpolate(table.float(), size=stage.pos_embed.shape[-2:],
-                                            mode='bilinear', align_corners=False).to(table.dtype)
+            state_dict[key] = F.interpolate(
+                table.float(),
+                size=stage.pos_embed.shape[-2:],
+                mode='bilinear',
+                align_corners=False).to(table.dtype)
 
     def _frozen_modules(self) -> list:
         frozen = super()._frozen_modules()
@@ -467,11 +517,11 @@ class SOFT(PyramidBackbone):
         return [(m, 'max_landmarks', None) for m in self.modules()
                 if isinstance(m, SoftmaxFreeAttention)]
 
-    truncated_normal_init = (nn.Linear, )   # convs keep PyTorch's default, as released
+    truncated_normal_init = (nn.Linear, )  # convs keep PyTorch's default, as released
 
     def _init_family_parameters(self) -> None:
         for module in self.modules():
-            if isinstance(module, SOFTStage):      # position tables and the cls token
+            if isinstance(module, SOFTStage):  # position tables and the cls token
                 for param in module.parameters(recurse=False):
                     trunc_normal_(param, std=0.02)
 
