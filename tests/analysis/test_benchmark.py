@@ -326,6 +326,7 @@ def test_ratios_targets_and_largest_square():
     assert side == pytest.approx(math.sqrt(16 * 1024 / 1600) * 2048, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_quick_cli_run_writes_every_artifact(tmp_path):
     tool = load_tool()
     tool.main([
@@ -352,6 +353,7 @@ def test_quick_cli_run_writes_every_artifact(tmp_path):
     assert '| target | measured | limit | met |' in (tmp_path / 'summary.md').read_text()
 
 
+@pytest.mark.slow
 def test_retain_heap_reexecutes_with_the_allocator_variables(tmp_path):
     tool = load_tool()
     args = [
