@@ -104,7 +104,9 @@ def convert(args) -> None:
     kind = family_converter(result.family).describe(result.settings)
     print(f'family: {result.family}  format: {result.source_format}  variant: {result.variant}' +
           (f'  ({kind})' if kind else ''))
-    print(f'keys: {result.summary()}; {len(result.dropped)} source keys dropped')
+    print(f'keys: {result.summary()}; {len(result.dropped)} source keys dropped' +
+          (f'; {len(result.classifier)} classifier-head keys kept (the timm classifier loads '
+           'them, a backbone ignores them)' if result.classifier else ''))
     for label, keys in (('missing', result.missing), ('unexpected', result.unexpected)):
         if keys:
             print(f'  {label}: {", ".join(keys[:8])}' + (' ...' if len(keys) > 8 else ''))

@@ -56,7 +56,11 @@ class ConversionResult:
             the file does not say).
         build_kwargs (dict): other constructor arguments the weights need (e.g. SOFT's
             ``pretrain_img_size``).
-        dropped (list[str]): source keys deliberately left out (classifier head, fixed buffers).
+        dropped (list[str]): source keys deliberately left out (fixed buffers, the neck and heads
+            of a detector when only the backbone is kept).
+        classifier (list[str]): keys of an ImageNet classifier's head kept beside the backbone
+            (under their names in the classifier, e.g. ``head.weight``): the timm models
+            (:mod:`mmlinattn.models.classifiers`) load them, a backbone ignores them.
         matched, missing, unexpected, mismatched (list[str]): filled by :meth:`compare`.
     """
     state_dict: Dict[str, torch.Tensor]
@@ -67,6 +71,7 @@ class ConversionResult:
     settings: Dict[str, Any] = field(default_factory=dict)
     build_kwargs: Dict[str, Any] = field(default_factory=dict)
     dropped: List[str] = field(default_factory=list)
+    classifier: List[str] = field(default_factory=list)
     matched: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
@@ -75,15 +80,17 @@ class ConversionResult:
     def compare(self, expected: Mapping[str, torch.Size], prefix: str = '') -> 'ConversionResult':
         """Fill the key statistics against ``{key: shape}`` of the model to load into.
 
-        The settings record is not a weight and takes no part.
+        The settings record and the classifier head are not backbone weights and take no part.
 
         Args:
             expected: shapes of the target (backbone) state dict.
             prefix: only keys of ``state_dict`` under this prefix take part (stripped).
         """
+        skip = set(self.classifier)
         ours = {
             k[len(prefix):]: v.shape
-            for k, v in self.state_dict.items() if k.startswith(prefix) and not _is_settings_key(k)
+            for k, v in self.state_dict.items()
+            if k.startswith(prefix) and not _is_settings_key(k) and k not in skip
         }
         expected = {k: v for k, v in expected.items() if not _is_settings_key(k)}
         self.matched = sorted(k for k in ours if k in expected and ours[k] == expected[k])
@@ -119,6 +126,8 @@ class FamilyConverter:
             ``'arch'`` entry and the hints; raises CheckpointError for another family's entry.
         optional_keys (Pattern): keys a backbone may lack without the file being incomplete
             (e.g. output norms that ImageNet files do not have).
+        classifier_keys (Pattern): keys of the ImageNet classifier's head (official and timm
+            layouts name them alike); kept beside the converted backbone.
         describe (callable): ``(settings) -> str``, a short human name of the weights' kind
             (e.g. ``'SOFT++'``).
         undecided (callable): ``(settings) -> Optional[str]``: a warning when the file does not
@@ -133,6 +142,7 @@ class FamilyConverter:
     infer: Callable[[Dict[str, torch.Tensor], Dict], Tuple[Dict, Dict, Dict]]
     source_settings: Callable[[Optional[str], Dict], Dict]
     optional_keys: Pattern = re.compile(r'$^')
+    classifier_keys: Pattern = re.compile(r'$^')
     describe: Callable[[Dict], str] = lambda settings: ''
     undecided: Callable[[Dict], Optional[str]] = lambda settings: None
 
@@ -302,6 +312,11 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         raise CheckpointError('--whole-model needs a detector/segmentor checkpoint (keys under '
                               "'backbone.'); this file holds only a backbone or classifier")
     recorded = backbone.pop(SETTINGS_KEY, None)
+    classifier = {} if is_detector else {
+        k: v
+        for k, v in backbone.items() if converter.classifier_keys.match(k)
+    }
+    backbone = {k: v for k, v in backbone.items() if k not in classifier}
     official = any(converter.official_keys.match(k) for k in backbone)
     ours = any(converter.our_keys.match(k) for k in backbone)
     if official and ours:
@@ -334,7 +349,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
     if whole_model:
         output = {**{BACKBONE_PREFIX + k: v for k, v in converted.items()}, **others}
     else:
-        output = converted
+        output = {**converted, **classifier}
         dropped += sorted(others)  # neck / head weights of a detector or segmentor
     result = ConversionResult(
         state_dict=output,
@@ -344,7 +359,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         source_format=source_format,
         settings=settings,
         build_kwargs=build_kwargs,
-        dropped=dropped)
+        dropped=dropped,
+        classifier=sorted(classifier))
     shape_arch = dict(arch)
     if any(h is None for h in shape_arch.get('num_heads', [None])):
         shape_arch['num_heads'] = [1] * converter.table.num_stages  # shapes do not depend on it

@@ -4,7 +4,8 @@ Handles three layouts (the official names appear only in this file):
 
 * official ImageNet classifier (``classfication/main.py``): weights under ``'model'``, keys like
   ``patch_embed.proj.0.weight``, ``layers.0.blocks.0.attn.qkvo.weight``, ``layers.0.RoPE.angle``,
-  plus the classifier neck/head ``proj.*``, ``norm.*``, ``head.*`` (dropped);
+  plus the classifier neck/head ``proj.*``, ``norm.*``, ``head.*`` (kept under these names
+  beside the backbone, for the timm classifier; a backbone ignores them);
 * official mmdet-2.x / mmseg-0.x (backbone ``GLTA``): weights under ``'state_dict'``, backbone keys
   under ``backbone.`` (with ``extra_norms.{i}.norm.*``), other prefixes for neck and heads;
 * mmlinattn's own layout (backbone or whole model): returned unchanged.
@@ -47,7 +48,6 @@ _STEM = {
 _BLOCK_RENAMES = [('pos.', 'cpe.'), ('gamma_1', 'layer_scale1'), ('gamma_2', 'layer_scale2'),
                   ('norm1.norm.', 'norm1.'), ('norm2.norm.', 'norm2.'),
                   ('attn.qkvo.', 'attn.qkvg.')]
-_CLASSIFIER = re.compile(r'^(proj|norm|head)\.')
 
 
 def _official_to_ours(key: str) -> Optional[str]:
@@ -102,9 +102,6 @@ def convert_official_rala(
                     'weights were trained with another position encoding and would load silently '
                     'wrong')
             head_dims[stage] = head_dim
-            dropped.append(key)
-            continue
-        if _CLASSIFIER.match(key):
             dropped.append(key)
             continue
         new_key = _official_to_ours(key)
@@ -187,6 +184,7 @@ RALA_CONVERTER = FamilyConverter(
     infer=infer_ravlt_arch,
     source_settings=_source_settings,
     optional_keys=re.compile(r'^out_norms\.'),
+    classifier_keys=re.compile(r'^(proj|norm|head)\.'),
     describe=_describe)
 
 register_family(RALA_CONVERTER)

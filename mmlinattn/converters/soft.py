@@ -18,7 +18,7 @@ The official names appear only in this file. Key map (official -> ours)::
     block4.{i}.attn.proj, norm1, norm2   unchanged under stages.3.blocks.{i}.
     block4.{i}.mlp.fc1 / fc2             stages.3.blocks.{i}.ffn.layers.0.0 / ffn.layers.1
     norm.*                               norm.*   (used with final_norm=True)
-    head.*                               dropped
+    head.*                               kept as it is (the timm classifier's head)
 
 :func:`convert_soft_state_dict` is the pure key map. :data:`SOFT_CONVERTER` plugs it into the
 converter framework (:mod:`mmlinattn.converters.common`, family ``'soft'``), which also accepts our
@@ -138,7 +138,7 @@ def convert_official_soft(
         converted = convert_soft_state_dict(state_dict)
     except (KeyError, ValueError) as err:
         raise CheckpointError(f'not an official SOFT classifier: {err}') from None
-    return converted, sorted(k for k in state_dict if k.startswith('head.')), {'official': True}
+    return converted, [], {'official': True}
 
 
 def infer_soft_arch(state_dict: Mapping[str, torch.Tensor],
@@ -254,6 +254,7 @@ SOFT_CONVERTER = FamilyConverter(
     our_signature=re.compile(r'^stages\.[012]\.blocks\.\d+\.attn\.landmark_conv\.weight$'),
     official_keys=re.compile(r'^(patch_embed\d\.|block\d\.\d+\.|pos_embed\d$|cls_token$)'),
     our_keys=re.compile(r'^(stem\.\d+\.|stages\.\d+\.)'),
-    optional_keys=re.compile(r'^norm\.'))
+    optional_keys=re.compile(r'^norm\.'),
+    classifier_keys=re.compile(r'^head\.'))
 
 register_family(SOFT_CONVERTER)

@@ -53,9 +53,12 @@ def test_imagenet_file_to_backbone():
     assert 'stages.1.downsample.conv.weight' in keys
     assert 'stages.0.downsample.conv.weight' not in keys
     assert 'stages.2.blocks.1.attn.qkvg.weight' in keys and 'stages.0.blocks.0.cpe.bias' in keys
-    assert not any(k.startswith(('proj.', 'norm.', 'head.', 'layers.')) for k in keys)
-    assert sorted(k for k in result.dropped if 'RoPE' in k) == \
-        [f'layers.{i}.RoPE.angle' for i in range(4)]
+    assert not any(k.startswith('layers.') for k in keys)
+    # The classifier neck and head stay beside the backbone (for the timm classifier).
+    assert result.classifier == sorted(
+        k for k in official_state_dict(IN1K) if k.startswith(('proj.', 'norm.', 'head.')))
+    assert len(result.classifier) == 9
+    assert sorted(result.dropped) == [f'layers.{i}.RoPE.angle' for i in range(4)]
     assert (len(result.matched), len(result.missing), len(result.unexpected)) == (169, 8, 0)
     assert all(k.startswith('out_norms.') for k in result.missing)
 

@@ -94,7 +94,7 @@ def test_soft_and_soft_norm_differ_only_in_the_arch_entry(name, norm):
     result = convert_soft(weights, source_arch=arch)
     assert result.variant == 'custom' and result.arch == FIXTURE_ARCH
     assert result.settings['normalization'] == ('core' if norm else 'none')
-    assert result.dropped == ['head.bias', 'head.weight']
+    assert result.classifier == ['head.bias', 'head.weight'] and result.dropped == []
     assert not result.missing and not result.unexpected and not result.mismatched
 
 
