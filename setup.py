@@ -2,8 +2,7 @@
 
 mmcv is deliberately not pinned in ``install_requires`` as a source build: pip would build it in an
 isolated environment and silently drop its compiled ops. ``tools/setup_env.sh`` builds and caches
-the
-wheel first; the requirement below then only checks the version range.
+the wheel first; the requirement below then only checks the version range.
 """
 import os.path as osp
 from setuptools import find_packages, setup

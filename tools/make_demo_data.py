@@ -11,8 +11,7 @@ writes ``<out>/coco`` (``train/``, ``val/``, ``annotations/instances_{train,val}
 with the same arguments is a no-op; a non-empty directory not written by the generator is refused.
 
 The generator (``mmlinattn/datasets/demo_data.py``) needs only numpy and OpenCV. It is loaded from
-its
-file next to this script, so that generating the data does not import torch/mmengine through
+its file next to this script, so that generating the data does not import torch/mmengine through
 ``mmlinattn/__init__.py`` (seconds saved, and it works before the full environment is installed).
 """
 import argparse

@@ -1,9 +1,8 @@
 """Embedded demo data: small synthetic COCO and ADE20K-layout datasets, generated in seconds.
 
 Two generators, both pure numpy + OpenCV and deterministic for a given seed (every image is drawn
-from
-its own random stream keyed by ``(seed, dataset, split, index)``, so the same parameters always give
-byte-identical files):
+from its own random stream keyed by ``(seed, dataset, split, index)``, so the same parameters always
+give byte-identical files):
 
 * :func:`make_coco_demo` writes a COCO-format **instance segmentation** set of coloured shapes
   (``circle`` red, ``square`` green, ``triangle`` blue) of different sizes, some overlapping, on
@@ -12,21 +11,18 @@ byte-identical files):
   hidden, hollow or split into slivers are rejected while the image is composed, so every object in
   an image is annotated and every annotation is a clean polygon set.
 * :func:`make_ade_demo` writes an ADE20K-layout **semantic segmentation** set (street-like scenes
-with
-  sky, floor, buildings and walls, plus unlabelled clutter). Label maps use ADE20K's convention:
-  ``0`` = other/ignore and ``k`` = the k-th ADE20K class, to be read with
-  ``reduce_zero_label=True``.
-  The demo classes are the *first four* ADE20K classes (``wall, building, sky, floor``), in ADE20K
-  order. That is deliberate: mmseg turns ``metainfo=dict(classes=...)`` into a ``label_map`` from
-  ADE20K's 150 indices to the new ones, so the stored labels must be ADE20K indices; with a prefix
-  of
-  the ADE20K class list that map is the identity, and label ``k`` in a PNG is class ``k - 1`` after
-  ``reduce_zero_label`` both with and without the custom metainfo.
+  with sky, floor, buildings and walls, plus unlabelled clutter). Label maps use ADE20K's
+  convention: ``0`` = other/ignore and ``k`` = the k-th ADE20K class, to be read with
+  ``reduce_zero_label=True``. The demo classes are the *first four* ADE20K classes (``wall,
+  building, sky, floor``), in ADE20K order. That is deliberate: mmseg turns
+  ``metainfo=dict(classes=...)`` into a ``label_map`` from ADE20K's 150 indices to the new ones, so
+  the stored labels must be ADE20K indices; with a prefix of the ADE20K class list that map is the
+  identity, and label ``k`` in a PNG is class ``k - 1`` after ``reduce_zero_label`` both with and
+  without the custom metainfo.
 
 Both generators write a marker file (:data:`MARKER_NAME`) with their parameters into the output
 directory. Re-running with the same parameters is a no-op, different parameters or
-``overwrite=True``
-regenerate, and a non-empty directory without the marker is never written to.
+``overwrite=True`` regenerate, and a non-empty directory without the marker is never written to.
 """
 import json
 import os
@@ -287,10 +283,9 @@ def _mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
 
     OpenCV returns the centres of the boundary pixels (pixel ``i`` spans ``[i, i + 1)`` in COCO's
     continuous coordinates); moving every vertex half a pixel outward along the contour's normal
-    puts
-    the polygon on the pixel edges, so that rasterising it again (pycocotools) reproduces the mask
-    closely instead of shrinking it by half a pixel all round (measured: the same pixel count and
-    IoU 1.0 on the demo shapes, against IoU 0.75-0.97 for the raw contours of small shapes).
+    puts the polygon on the pixel edges, so that rasterising it again (pycocotools) reproduces the
+    mask closely instead of shrinking it by half a pixel all round (measured: the same pixel count
+    and IoU 1.0 on the demo shapes, against IoU 0.75-0.97 for the raw contours of small shapes).
     """
     contours, _ = cv2.findContours(
         mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -2,17 +2,14 @@
 
 torch 2.6 made ``torch.load`` default to ``weights_only=True``. mmengine <= 0.10.7 still calls
 ``torch.load(filename, map_location=...)`` for local files, so a full training checkpoint (which
-pickles
-``HistoryBuffer`` objects and numpy arrays in its ``message_hub``) fails to load with
-``UnpicklingError``.
-That breaks ``--resume``, ``load_from``, ``tools/test.py`` and the ``init_detector`` /
-``init_model`` APIs.
+pickles ``HistoryBuffer`` objects and numpy arrays in its ``message_hub``) fails to load with
+``UnpicklingError``. That breaks ``--resume``, ``load_from``, ``tools/test.py`` and the
+``init_detector`` / ``init_model`` APIs.
 
 Rather than switching the safety off globally (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), we replace
 mmengine's loader for local paths with one that keeps ``weights_only=True`` and allow-lists exactly
-the
-types that mmengine checkpoints and the official RALA / SOFT checkpoints contain. Anything else is
-refused with a message naming the offending global, so an untrusted file can never run code.
+the types that mmengine checkpoints and the official RALA / SOFT checkpoints contain. Anything else
+is refused with a message naming the offending global, so an untrusted file can never run code.
 
 When a file cannot be loaded, :func:`diagnose_checkpoint` looks at it without unpickling anything
 (magic bytes, the zip directory, the pickle opcodes) and tells apart an empty file, a truncated or
@@ -104,10 +101,10 @@ def safe_torch_load(filename: str,
 
     Raises:
         FileNotFoundError: the path does not exist.
-        UnreadableCheckpointError: a directory, or an empty, truncated, corrupt or non-checkpoint
-            file.
-        UnsafeCheckpointError: the file references a global outside the allow-list (named in the
-            message).
+        UnreadableCheckpointError: a directory, or an empty, truncated, corrupt or
+            non-checkpoint file.
+        UnsafeCheckpointError: the file references a global outside the allow-list (named in
+            the message).
     """
     filename = osp.expanduser(filename)
     if osp.isdir(filename):
@@ -147,8 +144,7 @@ _STRING_OPS = {
 
 
 def pickle_globals(stream: io.BufferedIOBase, max_pickles: int = 8) -> List[str]:
-    """The ``module.name`` globals that the pickles in ``stream`` would import, without running
-    them.
+    """The ``module.name`` globals the pickles in ``stream`` would import, without running them.
 
     Scans the opcodes only (:mod:`pickletools`); ``STACK_GLOBAL`` operands are recovered from the
     string pushes and memo before it. Several pickles in a row (torch's legacy format) are read up

@@ -1,5 +1,4 @@
-"""Config loading and pre-flight checks shared by ``tools/train.py``, ``tools/test.py`` and the
-demo.
+"""Config loading and pre-flight checks shared by ``tools/train.py``, ``tools/test.py``, the demo.
 
 Everything a user can get wrong before a run starts (a config path typo, a dataset that was never
 created, a config without the dataloader the command needs) is turned into a :class:`UserInputError`

@@ -1,5 +1,4 @@
-"""Mistakes before a run starts give one line naming what is missing and the command that fixes
-it."""
+"""Mistakes before a run starts: one line naming what is missing and the command that fixes it."""
 import os.path as osp
 import subprocess
 import sys

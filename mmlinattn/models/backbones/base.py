@@ -8,10 +8,8 @@ settings that decide the function its weights compute (family, widths, depths, h
 family's own, e.g. SOFT's normalization). Loading weights into a backbone built with contradicting
 settings is then an error (:class:`~mmlinattn.utils.checkpoint.CheckpointMismatchError`) whichever
 way they arrive: ``init_cfg=dict(type='Pretrained')``, ``load_from`` / ``--resume`` of a whole
-model,
-``init_detector`` or plain ``load_state_dict``. ``override_checkpoint_settings=True`` turns the
-error
-into a logged warning for deliberate changes (e.g. fine-tuning SOFT weights as SOFT++).
+model, ``init_detector`` or plain ``load_state_dict``. ``override_checkpoint_settings=True`` turns
+the error into a logged warning for deliberate changes (e.g. fine-tuning SOFT weights as SOFT++).
 
 A family subclass sets ``arch_table`` and implements its stem, stages and
 :meth:`~PyramidBackbone.function_settings`.
@@ -415,6 +413,11 @@ class PyramidBackbone(BaseModule):
         finally:
             self._partial_load = previous
 
+    def optional_state_keys(self) -> set:
+        """Keys a loaded state dict may lack without an error here (a classifier's head, which
+        timm drops when the number of classes changes; torch's ``strict`` still applies)."""
+        return set()
+
     def check_state_dict(self,
                          state_dict: Mapping[str, Any],
                          source: str = 'the checkpoint') -> None:
@@ -441,8 +444,10 @@ class PyramidBackbone(BaseModule):
             k for k, v in incoming.items()
             if k in ours and hasattr(v, 'shape') and tuple(v.shape) != tuple(ours[k])
         ]
-        missing = [] if getattr(self, '_partial_load',
-                                False) else [k for k in ours if k not in incoming]
+        optional = self.optional_state_keys()
+        missing = [] if getattr(self, '_partial_load', False) else [
+            k for k in ours if k not in incoming and k not in optional
+        ]
         unexpected = [k for k in incoming if k not in ours]
         if not wrong and not missing and not unexpected:
             return

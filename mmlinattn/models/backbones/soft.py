@@ -226,8 +226,9 @@ class SOFTStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.with_cp = with_cp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C', H', W')`` -> ``(B, C, H, W)``."""
+    def forward_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """``(B, C', H', W')`` -> the stage's tokens ``(B, N, C)`` (``(B, 1 + N, C)`` with the cls
+        token first) and the grid ``(H, W)``."""
         if self.downsample is not None:
             x = self.downsample(x)
         batch, channels, height, width = x.shape
@@ -239,10 +240,17 @@ class SOFTStage(nn.Module):
         if self.with_cls_token:
             cls = (self.cls_token + self.cls_pos_embed).expand(batch, -1, -1)
             x = torch.cat([cls, x], dim=1)
-        x = run_blocks(self.blocks, x, (height, width), with_cp=self.with_cp)
+        return run_blocks(self.blocks, x, (height, width), with_cp=self.with_cp), (height, width)
+
+    def tokens_to_map(self, tokens: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """Tokens of :meth:`forward_tokens` -> ``(B, C, H, W)`` (the cls token left out)."""
         if self.with_cls_token:
-            x = x[:, 1:]
-        return x.transpose(1, 2).reshape(batch, channels, height, width)
+            tokens = tokens[:, 1:]
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *hw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C', H', W')`` -> ``(B, C, H, W)``."""
+        return self.tokens_to_map(*self.forward_tokens(x))
 
 
 @MODELS.register_module()
