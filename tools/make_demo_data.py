@@ -1,14 +1,17 @@
 #!/usr/bin/env python
-"""Generate the embedded demo datasets (COCO instance segmentation + ADE20K-layout semantic).
+"""Generate the embedded demo datasets (COCO instance segmentation + ADE20K-layout semantic, and on
+request a small ImageFolder classification set for timm).
 
 Usage::
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0] [--num-train N] [--num-val N]
-                                   [--size S] [--overwrite] [--only coco|ade]
+                                   [--size S] [--overwrite] [--only coco|ade|cls]
 
 writes ``<out>/coco`` (``train/``, ``val/``, ``annotations/instances_{train,val}.json``) and
-``<out>/ade`` (``images/{training,validation}``, ``annotations/{training,validation}``). Re-running
-with the same arguments is a no-op; a non-empty directory not written by the generator is refused.
+``<out>/ade`` (``images/{training,validation}``, ``annotations/{training,validation}``);
+``--only cls`` writes ``<out>/cls/{train,val}/{circle,square,triangle}/*.png`` (64 px by default).
+Re-running with the same arguments is a no-op; a non-empty directory not written by the generator
+is refused.
 
 The generator (``mmlinattn/datasets/demo_data.py``) needs only numpy and OpenCV. It is loaded from
 its file next to this script, so that generating the data does not import torch/mmengine through
@@ -40,12 +43,15 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
     parser.add_argument('--num-train', type=int, default=64, help='training images per set (64)')
     parser.add_argument('--num-val', type=int, default=16, help='validation images per set (16)')
-    parser.add_argument('--size', type=int, default=256, help='square image size in pixels (256)')
+    parser.add_argument('--size', type=int, help='square image size in pixels (256; cls: 64)')
     parser.add_argument(
         '--overwrite',
         action='store_true',
         help='regenerate even if an identical generated set exists')
-    parser.add_argument('--only', choices=('coco', 'ade'), help='generate only one of the sets')
+    parser.add_argument(
+        '--only',
+        choices=('coco', 'ade', 'cls'),
+        help='generate only one set (cls: only on request)')
     return parser.parse_args(argv)
 
 
@@ -69,7 +75,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     demo_data = _load_generator()
-    makers = {'coco': demo_data.make_coco_demo, 'ade': demo_data.make_ade_demo}
+    makers = {
+        'coco': demo_data.make_coco_demo,
+        'ade': demo_data.make_ade_demo,
+        'cls': demo_data.make_cls_demo
+    }
     kinds = [args.only] if args.only else ['coco', 'ade']
     out = Path(args.out)
     for kind in kinds:
@@ -78,7 +88,7 @@ def main(argv=None) -> int:
                 out / kind,
                 num_train=args.num_train,
                 num_val=args.num_val,
-                img_size=args.size,
+                img_size=args.size or (64 if kind == 'cls' else 256),
                 seed=args.seed,
                 overwrite=args.overwrite)
         except (FileExistsError, ValueError, OSError) as err:

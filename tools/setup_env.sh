@@ -12,7 +12,8 @@
 #      an isolated build either fails (new setuptools) or silently drops the compiled ops.
 #      The wheel is built once into $MMLINATTN_CACHE/wheels and reused afterwards (~15 min saved).
 #      CFLAGS replaces Python's defaults, so the full -O3 string is given (plain -g0 would mean -O0).
-#   3. torchvision==0.28.0 (what timm needs; newer ones drag in torch 2.15 + CUDA). Its PyPI wheel is a
+#   3. torchvision==0.28.0 (timm imports it when imported, and mmlinattn imports timm for its
+#      classifiers, so it stays; newer versions drag in torch 2.15 + CUDA). Its PyPI wheel is a
 #      CUDA build whose _C.so cannot load with CPU torch, and its _meta_registrations.py then raises
 #      "operator torchvision::nms does not exist" at import. We patch those two decorators to register
 #      only when the C++ ops loaded (sed below); afterwards torchvision imports, and its ops fall back

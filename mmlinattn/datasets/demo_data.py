@@ -36,7 +36,7 @@ import numpy as np
 
 __all__ = [
     'COCO_DEMO_CLASSES', 'COCO_DEMO_PALETTE', 'ADE_DEMO_CLASSES', 'ADE_DEMO_PALETTE', 'MARKER_NAME',
-    'make_coco_demo', 'make_ade_demo'
+    'make_coco_demo', 'make_ade_demo', 'make_cls_demo'
 ]
 
 #: Object classes of the COCO demo set; category ids are ``1..3`` in this order.
@@ -57,7 +57,7 @@ _FORMAT_VERSION = 2  # bump whenever the output for given parameters changes
 # OpenCV hue (0..180) at which each COCO class is painted: red, green, blue.
 _COCO_HUES = (0, 60, 115)
 _SPLIT_IDS = {'train': 0, 'val': 1, 'training': 0, 'validation': 1}
-_KIND_IDS = {'coco': 1, 'ade': 2}
+_KIND_IDS = {'coco': 1, 'ade': 2, 'cls': 3}
 
 SizeLike = Union[int, Sequence[int]]
 
@@ -702,3 +702,99 @@ def make_ade_demo(out_dir: Union[str, Path],
         generated=generated,
         elapsed_s=round(time.perf_counter() - t0, 3))
     return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Image classification (ImageFolder layout, for timm)
+# ----------------------------------------------------------------------------------------------
+def _render_cls_image(rng: np.random.Generator, w: int, h: int, label: int) -> np.ndarray:
+    """One large shape of class ``label`` (its demo colour, random size, position and angle) on a
+    textured background."""
+    img = _coco_background(rng, w, h)
+    short = min(w, h)
+    while True:
+        size = float(rng.uniform(0.35, 0.7) * short)
+        angle = float(rng.uniform(-30, 30) if label == 1 else rng.uniform(0, 360))
+        cx, cy = rng.uniform(0.35 * size,
+                             w - 0.35 * size), rng.uniform(0.35 * size, h - 0.35 * size)
+        mask, ideal = _shape_mask(label, cx, cy, size, angle, w, h, rng)
+        if mask.sum() >= 0.8 * ideal:
+            break
+    hue = _COCO_HUES[label] + rng.uniform(-8, 8)
+    img[mask] = _hsv_to_bgr(hue, rng.uniform(150, 255), rng.uniform(150, 250))
+    return _finish(img, rng, sigma=5.0)
+
+
+def make_cls_demo(out_dir: Union[str, Path],
+                  num_train: int = 48,
+                  num_val: int = 24,
+                  img_size: SizeLike = 64,
+                  seed: int = 0,
+                  overwrite: bool = False) -> dict:
+    """Write a small image-classification set of the demo shapes in the ImageFolder layout.
+
+    ::
+
+        out_dir/train/{circle,square,triangle}/cls_train_00000.png
+        out_dir/val/{circle,square,triangle}/cls_val_00000.png
+
+    One shape of class :data:`COCO_DEMO_CLASSES` per image, classes in turn (so each split is
+    balanced). timm's ``create_dataset('', root=out_dir, split='train')`` and its ``train.py`` /
+    ``validate.py`` (``--data-dir out_dir``) read it as they read ImageNet.
+
+    Args:
+        out_dir: Output directory; created if missing. It must be empty, missing, or a directory
+            written earlier by this function.
+        num_train: Number of training images (all classes).
+        num_val: Number of validation images.
+        img_size: Image size, an int (square) or ``(width, height)``.
+        seed: Random seed; the same seed and parameters give byte-identical files.
+        overwrite: Regenerate even if ``out_dir`` already holds this exact set.
+
+    Returns:
+        dict: ``root``, ``classes``, ``img_size``, ``seed``, ``splits`` (per split: ``dir``,
+        ``num_images``), ``generated`` and ``elapsed_s``.
+
+    Raises:
+        FileExistsError: ``out_dir`` is not empty and was not written by this generator.
+        ValueError: Invalid counts or size.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    w, h = _parse_size(img_size)
+    _check_counts(num_train, num_val)
+    params = dict(
+        num_train=int(num_train),
+        num_val=int(num_val),
+        img_size=[w, h],
+        seed=int(seed),
+        format_version=_FORMAT_VERSION)
+    splits = (('train', int(num_train)), ('val', int(num_val)))
+    info = _prepare_out_dir(out, 'cls', params, overwrite, owned=['train', 'val'])
+    generated = info is None
+    if generated:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_marker(out, 'cls', params, complete=False)
+        dir_counts = {}
+        for split, n in splits:
+            for name in COCO_DEMO_CLASSES:
+                (out / split / name).mkdir(parents=True, exist_ok=True)
+            for idx in range(n):
+                label = idx % len(COCO_DEMO_CLASSES)
+                img = _render_cls_image(_rng(seed, 'cls', split, idx), w, h, label)
+                _imwrite(out / split / COCO_DEMO_CLASSES[label] / f'cls_{split}_{idx:05d}.png', img)
+            for label, name in enumerate(COCO_DEMO_CLASSES):
+                dir_counts[f'{split}/{name}'] = len(range(label, n, len(COCO_DEMO_CLASSES)))
+        _write_marker(out, 'cls', params, complete=True, files=[], dir_counts=dir_counts)
+    return dict(
+        kind='cls',
+        root=str(out),
+        classes=list(COCO_DEMO_CLASSES),
+        img_size=[w, h],
+        seed=int(seed),
+        splits={
+            split: dict(dir=str(out / split), num_images=n)
+            for split, n in splits
+        },
+        generated=generated,
+        elapsed_s=round(time.perf_counter() - t0, 3))

@@ -254,3 +254,23 @@ def test_soft_small_is_the_official_code_and_the_readme_model_is_one_argument_aw
         code = timm.create_model('soft_small')
         readme = timm.create_model('soft_small', arch='small')
     assert code.arch['depths'] == [1, 3, 20, 4] and readme.arch['depths'] == [1, 3, 7, 4]
+
+
+def test_timm_script_wrapper_registers_the_models_before_the_script_runs(tmp_path):
+    """timm's train.py / validate.py only know ``--model ravlt_s`` through tools/timm_script.py."""
+    import subprocess
+    import sys
+    script = tmp_path / 'train.py'
+    script.write_text('import sys, timm\n'
+                      'model = timm.create_model(sys.argv[sys.argv.index("--model") + 1])\n'
+                      'print(type(model).__name__, sys.argv[1:])\n')
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'timm_script.py'),
+        str(script), '--model', 'soft_norm_tiny'
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == 'SOFTClassifier' and "'--model'" in proc.stdout
