@@ -102,7 +102,7 @@ def test_softmax_free_attention_count():
     count = count_flops(SoftAttention(), (q, landmarks, v))
     kernels = tokens * m * dim + m * m * dim  # q l^T and l l^T
     inverse = 2 * 7 * m**3 + m**2
-    products = tokens * m * m + m * tokens * dim + tokens * m * dim  # (K1 A+)(K1^T V)
+    products = m * tokens * dim + m * m * dim + tokens * m * dim  # K1 (A+ (K1^T V))
     assert count.total == batch * heads * (kernels + inverse + products)
     assert count.attention == count.total
 

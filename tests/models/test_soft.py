@@ -15,7 +15,8 @@ from mmlinattn.models.backbones.soft import SOFT
 from mmlinattn.utils.checkpoint import SETTINGS_KEY, safe_torch_load
 
 DATA = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'official')
-TOLERANCE = 1e-4  # max-normalised; the official float32 vs float64 spread is 2.7e-5
+TOLERANCE = 1e-4  # max-normalised; the official float32 vs float64 spread is 2.7e-5 (SOFT)
+TOLERANCE_NORM = 1e-5  # SOFT++: its float32 vs float64 spread is 2.2e-6
 TOLERANCE_FP64 = 1e-10  # the same evaluation order in float64 agrees to ~1e-13
 CASES = {'soft_custom': False, 'soft_norm_custom': True}  # case -> norm (SOFT++)
 SMALL_ARCH = dict(embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1], num_heads=[2, 2, 2, 3])
@@ -80,13 +81,14 @@ def test_official_outputs_float32(case, name):
     case, model, weights, io, _ = load_official(case)
     x = io['batch/input'][:1] if name == 'batch_item0_alone' else io[f'{name}/input']
     maps, cls = stage_maps_and_cls(model, x)
+    tolerance = TOLERANCE_NORM if CASES[case] else TOLERANCE
     for i, out in enumerate(maps):
-        assert rel_error(out, io[f'{name}/stage{i}']) < TOLERANCE, (name, i)
+        assert rel_error(out, io[f'{name}/stage{i}']) < tolerance, (name, i)
     logits = torch.nn.functional.linear(
         model.norm(cls), weights['head.weight'], weights['head.bias'])
-    assert rel_error(logits, io[f'{name}/logits']) < TOLERANCE
+    assert rel_error(logits, io[f'{name}/logits']) < tolerance
     if f'{name}/debug/stage3_cls' in io:
-        assert rel_error(cls, io[f'{name}/debug/stage3_cls']) < TOLERANCE
+        assert rel_error(cls, io[f'{name}/debug/stage3_cls']) < tolerance
 
 
 def test_official_batch_dependence_of_soft_norm(official):

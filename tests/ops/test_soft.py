@@ -23,7 +23,9 @@ def kernel_matrices(batch_shape, m, d=4, spread=1.0, seed=0, dtype=torch.float64
 
 def exact_inverse(mat, mode):
     eye = torch.eye(mat.shape[-1], dtype=mat.dtype)
-    return torch.linalg.inv(mat + SHIFT * eye if mode == 'newton_shifted' else mat)
+    if mode == 'shifted_inverse':  # reads the symmetric part of A
+        mat = (mat + mat.transpose(-1, -2)) / 2
+    return torch.linalg.inv(mat + SHIFT * eye if mode in ('newton_shifted', 'shifted_inverse') else mat)
 
 
 # --------------------------------------------------------------------------- Gaussian kernel
@@ -56,7 +58,7 @@ def test_gaussian_kernel_is_float32_under_autocast():
 def test_pinv_converges_to_linalg_pinv(mode):
     mat = kernel_matrices((2, 3), 8, spread=1.0)
     eye = torch.eye(8, dtype=mat.dtype)
-    target = mat + SHIFT * eye if mode == 'newton_shifted' else mat
+    target = mat + SHIFT * eye if mode in ('newton_shifted', 'shifted_inverse') else mat
     out = newton_schulz_pinv(mat, num_iters=40, mode=mode)
     assert torch.allclose(out, torch.linalg.pinv(target), rtol=0, atol=1e-10)
 
@@ -249,3 +251,39 @@ def test_former_pinv_mode_names_are_aliases(old, new):
     with pytest.warns(DeprecationWarning, match=f"former name of '{new}'"):
         out = newton_schulz_pinv(mat, mode=old)
     assert torch.equal(out, newton_schulz_pinv(mat, mode=new))
+
+
+def _batch_scaled_released(mat, num_iters=20):
+    """'newton_batch_scaled' written as the released code does it: ``A (alpha A)`` recomputed at
+    every halving of the batch-global scale."""
+    eye = torch.eye(mat.shape[-1], dtype=mat.dtype)
+    alpha = 2 / mat.sum(-1).amax(-1).max()**2
+    for _ in range(10):
+        if (eye - mat @ (alpha * mat)).abs().sum(-2).amax(-1).max() <= 1.01:
+            break
+        alpha = alpha / 2
+    inv = alpha * mat
+    for _ in range(num_iters):
+        inv = 2 * inv - inv @ mat @ inv
+    return inv
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('spread', [0.2, 1.0, 3.0])
+def test_batch_scaled_search_computes_the_square_once_bit_for_bit(dtype, spread):
+    """The search forms ``alpha A A`` once and halves it (a power-of-two scaling is exact)."""
+    mat = kernel_matrices((3, 2), 12, spread=spread, seed=11).to(dtype)
+    assert torch.equal(newton_schulz_pinv(mat, mode='newton_batch_scaled'),
+                       _batch_scaled_released(mat))
+
+
+def test_shifted_inverse_falls_back_per_matrix():
+    """A matrix Cholesky rejects gets the eigen pseudo-inverse; a NaN matrix stays NaN, alone."""
+    good = kernel_matrices((1, ), 6, seed=2)[0]
+    indefinite = -torch.eye(6, dtype=torch.float64)          # A + 0.01 I is negative definite
+    bad = torch.full((6, 6), float('nan'), dtype=torch.float64)
+    out = newton_schulz_pinv(torch.stack([good, indefinite, bad]), mode='shifted_inverse')
+    eye = torch.eye(6, dtype=torch.float64)
+    torch.testing.assert_close(out[0], torch.linalg.inv(good + SHIFT * eye))
+    torch.testing.assert_close(out[1], torch.linalg.pinv(indefinite + SHIFT * eye))
+    assert torch.isnan(out[2]).all()
