@@ -4,7 +4,7 @@ No official recipe exists (SOFT publishes ImageNet code only); this config uses 
 recipe documented in ``cascade_maskrcnn_soft_s_coco_3x.py`` (4conv1fc GIoU box heads, AdamW lr
 1e-4, weight decay 0.05 except norms, position tables and cls token, drop path 0.1, DETR-style
 multi-scale, 36 epochs) with the SOFT++ Large (SOFT-Large-Norm) backbone, ``normalization='core'``,
-``max_landmarks=256``, ``pinv_mode='newton'``.
+``max_landmarks=256``, ``pinv_mode='shifted_inverse'``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed); ``--auto-scale-lr`` rescales from
 ``base_batch_size=16``.

@@ -4,7 +4,7 @@ No official recipe exists (SOFT publishes ImageNet code only); this config uses 
 recipe documented in ``fpn_soft_s_ade20k.py`` (AdamW lr 1e-4, weight decay 1e-4, drop path 0.1,
 poly decay over 80k iterations) with the SOFT++ Large (SOFT-Large-Norm) backbone,
 ``normalization='core'``,
-``max_landmarks=256``, ``pinv_mode='newton'``.
+``max_landmarks=256``, ``pinv_mode='shifted_inverse'``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed).
 

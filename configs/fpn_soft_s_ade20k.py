@@ -8,7 +8,7 @@ dropout 0.1, SyncBN), SyncBN in the backbone, AdamW (lr 1e-4, weight decay 1e-4 
 parameter), drop path 0.1, poly decay (power 0.9, to 0) over 80k iterations without warm-up,
 mmseg's ADE20K pipeline (resize to 2048 x 512 with ratio 0.5-2.0, crop 512 with cat_max_ratio
 0.75, flip, photometric distortion), single-scale whole-image test at 2048 x 512. SOFT++ backbone
-with ``max_landmarks=256`` and ``pinv_mode='newton'``: see ``upernet_soft_s_ade20k.py``.
+with ``max_landmarks=256`` and ``pinv_mode='shifted_inverse'``: see ``upernet_soft_s_ade20k.py``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed).
 
@@ -36,7 +36,7 @@ model = dict(
         arch='s',
         normalization='core',
         max_landmarks=256,
-        pinv_mode='newton',
+        pinv_mode='shifted_inverse',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='SyncBN', requires_grad=True),

@@ -6,7 +6,7 @@ reports no 3x results. This config uses the PVT-family 3x recipe (PVT v2's
 1e-4, weight decay 0.05, none on norm layers, position tables and the cls token), drop path 0.1,
 DETR-style multi-scale training (``_base_/coco_instance_ms_3x.py``), x0.1 after epochs 27 and 33,
 500-iteration linear warm-up from 0.001. SyncBN in the backbone. SOFT++ backbone with
-``max_landmarks=256`` and ``pinv_mode='newton'``: see ``maskrcnn_soft_s_coco.py``.
+``max_landmarks=256`` and ``pinv_mode='shifted_inverse'``: see ``maskrcnn_soft_s_coco.py``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed). ``--auto-scale-lr`` rescales from
 ``base_batch_size=16``.
@@ -31,7 +31,7 @@ model = dict(
         arch='s',
         normalization='core',
         max_landmarks=256,
-        pinv_mode='newton',
+        pinv_mode='shifted_inverse',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='SyncBN', requires_grad=True),

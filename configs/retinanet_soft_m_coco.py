@@ -3,7 +3,7 @@
 No official recipe exists (SOFT publishes ImageNet code only); this config uses the PVT-style
 recipe documented in ``retinanet_soft_s_coco.py`` (AdamW lr 1e-4, weight decay 1e-4, drop path 0.1,
 mmdet 1x schedule) with the SOFT++ Medium (SOFT-Medium-Norm) backbone, ``normalization='core'``,
-``max_landmarks=256``, ``pinv_mode='newton'``.
+``max_landmarks=256``, ``pinv_mode='shifted_inverse'``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed); ``--auto-scale-lr`` rescales from
 ``base_batch_size=16``.

@@ -6,7 +6,7 @@ detection settings are unpublished. This config uses the PVT-style recipe (PVT v
 on the stride-32 input (mmdet's RetinaNet base), AdamW (lr 1e-4, weight decay 1e-4 on every
 parameter), drop path 0.1, training at (1333, 800) with flip 0.5, mmdet's 1x schedule (x0.1 after
 epochs 8 and 11, 500-iteration linear warm-up from 0.001). SyncBN in the backbone. SOFT++ backbone
-with ``max_landmarks=256`` and ``pinv_mode='newton'``: see ``maskrcnn_soft_s_coco.py``.
+with ``max_landmarks=256`` and ``pinv_mode='shifted_inverse'``: see ``maskrcnn_soft_s_coco.py``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed, as PVT). ``--auto-scale-lr`` rescales from
 ``base_batch_size=16``.
@@ -32,7 +32,7 @@ model = dict(
         arch='s',
         normalization='core',
         max_landmarks=256,
-        pinv_mode='newton',
+        pinv_mode='shifted_inverse',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='SyncBN', requires_grad=True),

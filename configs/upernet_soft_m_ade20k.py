@@ -4,7 +4,7 @@ No official recipe exists (SOFT publishes ImageNet code only); this config uses 
 UperNet recipe documented in ``upernet_soft_s_ade20k.py`` (AdamW lr 6e-5, weight decay 0.01 except
 norms, position tables and cls token, drop path 0.1, 1500-iteration warm-up, poly decay over 160k
 iterations) with the SOFT++ Medium (SOFT-Medium-Norm) backbone, ``normalization='core'``,
-``max_landmarks=256``, ``pinv_mode='newton'``.
+``max_landmarks=256``, ``pinv_mode='shifted_inverse'``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed).
 

@@ -9,7 +9,7 @@ tables and the cls token), drop path 0.1, poly decay (power 1.0, to 0) over 160k
 0.5-2.0, crop 512 with cat_max_ratio 0.75, flip, photometric distortion), single-scale
 whole-image test at 2048 x 512, evaluation every 8k iterations keeping the best mIoU.
 
-Backbone: SOFT++ with ``max_landmarks=256`` and ``pinv_mode='newton'`` (see
+Backbone: SOFT++ with ``max_landmarks=256`` and ``pinv_mode='shifted_inverse'`` (see
 ``maskrcnn_soft_s_coco.py``). A 512 x 512 crop gives exactly 256 landmarks per stage, so training
 crops use the official landmark grid; only larger test images are bounded.
 
@@ -39,7 +39,7 @@ model = dict(
         arch='s',
         normalization='core',
         max_landmarks=256,
-        pinv_mode='newton',
+        pinv_mode='shifted_inverse',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='SyncBN', requires_grad=True),

@@ -5,7 +5,7 @@ UperNet recipe documented in ``upernet_soft_s_ade20k.py`` (AdamW lr 6e-5, weight
 norms, position tables and cls token, drop path 0.1, 1500-iteration warm-up, poly decay over 160k
 iterations) with the SOFT++ Tiny (SOFT-Tiny-Norm) backbone, ``normalization='core'``,
 ``max_landmarks=256``,
-``pinv_mode='newton'``.
+``pinv_mode='shifted_inverse'``.
 
 Batch: 2 images per GPU x 8 GPUs = 16 (assumed).
 

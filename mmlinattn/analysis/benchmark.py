@@ -190,13 +190,21 @@ def _ravlt(arch):
     return dict(type='RAVLT', arch=arch, drop_path_rate=0.0)
 
 
-def _soft(arch, bounded=True):
+def _soft(arch, bounded=True, **kwargs):
     return dict(
         type='SOFT',
         arch=arch,
-        norm=True,
+        normalization='core',
         drop_path_rate=0.0,
-        max_landmarks=256 if bounded else None)
+        max_landmarks=256 if bounded else None,
+        **kwargs)
+
+
+#: SOFT++ in the dense-prediction configs' mode (bounded landmarks, direct shifted inverse).
+SOFT_CONFIG_MODE = dict(pinv_mode='shifted_inverse')
+#: The previous configs' mode, as the previous op computed it (released evaluation order,
+#: 20 per-matrix Newton steps): the "before" row of the performance comparison.
+SOFT_PREVIOUS_MODE = dict(pinv_mode='newton', backend='released_order')
 
 
 _SWIN_T = dict(
@@ -221,6 +229,10 @@ BACKBONES: Dict[str, BackboneSpec] = {
         *(BackboneSpec(f'RAVLT-{v.upper()} (official alg.)', _ravlt(v), 'official',
                        f'RAVLT-{v.upper()}') for v in 'tsbl'),
         *(BackboneSpec(f'SOFT++-{v.upper()} (bounded)', _soft(v)) for v in 'tsml'),
+        *(BackboneSpec(f'SOFT++-{v.upper()} (configs)', _soft(v, **SOFT_CONFIG_MODE))
+          for v in 'tsml'),
+        *(BackboneSpec(f'SOFT++-{v.upper()} (previous)', _soft(v, **SOFT_PREVIOUS_MODE), 'peer')
+          for v in 'tsml'),
         *(BackboneSpec(f'SOFT++-{v.upper()} (official alg.)', _soft(v, bounded=False), 'official',
                        f'SOFT++-{v.upper()} (bounded)') for v in 'tsml'),
         BackboneSpec('Swin-T', _SWIN_T, 'peer'),
@@ -294,19 +306,17 @@ def _landmarks(q: torch.Tensor, count: int) -> torch.Tensor:
     return q[:, :, :group * count].reshape(b, h, count, group, d).mean(3)
 
 
-def _soft_op(max_landmarks: Optional[int]):
-    from ..ops import softmax_free_attention
+def _soft_op(max_landmarks: Optional[int], pinv_mode: str = 'newton_batch_scaled',
+             backend: str = 'torch'):
+    from ..ops import get_op
+    op = get_op('softmax_free', backend)
 
     def fn(t):
         n = t['q'].shape[-2]
         count = n // 64 if max_landmarks is None else min(n // 64, max_landmarks)
         q = t['q'] * t['q'].shape[-1]**-0.25
-        return softmax_free_attention(
-            q,
-            _landmarks(q, max(count, 1)),
-            t['v'],
-            normalization='core',
-            pinv_mode='newton_batch_scaled')
+        return op(
+            q, _landmarks(q, max(count, 1)), t['v'], normalization='core', pinv_mode=pinv_mode)
 
     return fn
 
@@ -323,6 +333,9 @@ def _ops() -> Dict[str, OpSpec]:
                 'RALA', lambda t: rank_augmented_linear_attention(t['q'], t['k'], t['v'], t['sin'],
                                                                   t['cos'])),
             OpSpec('SOFT++ attention (m<=256)', _soft_op(256)),
+            OpSpec('SOFT++ attention (m<=256, configs)', _soft_op(256, 'shifted_inverse')),
+            OpSpec('SOFT++ attention (m<=256, previous)', _soft_op(256, 'newton', 'released_order'),
+                   'peer'),
             OpSpec('SOFT++ attention (official m=N/64)', _soft_op(None), 'official'),
             OpSpec('RoPE softmax via SDPA (ours; RAVLT stages 3-4)',
                    lambda t: rope_softmax_attention(t['q'], t['k'], t['v'], t['sin'], t['cos'])),

@@ -189,7 +189,7 @@ def test_backbone_variant_and_pretrained_placeholder(name):
     else:
         assert backbone.drop_path_rate == SOFT_DROP_PATH
         assert backbone.normalization == 'core' and backbone.max_landmarks == SOFT_MAX_LANDMARKS
-        assert backbone.pinv_mode == 'newton'
+        assert backbone.pinv_mode == 'shifted_inverse'
         checkpoint = f"checkpoints/soft_norm_{parts['variant']}_in1k.pth"
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=checkpoint)
     docstring = ast.get_docstring(ast.parse((CONFIG_DIR / f'{name}.py').read_text()))
