@@ -206,7 +206,6 @@ SOFT_CONFIG_MODE = dict(pinv_mode='shifted_inverse')
 #: 20 per-matrix Newton steps): the "before" row of the performance comparison.
 SOFT_PREVIOUS_MODE = dict(pinv_mode='newton', backend='released_order')
 
-
 _SWIN_T = dict(
     type='mmdet.SwinTransformer',
     embed_dims=96,
@@ -306,7 +305,8 @@ def _landmarks(q: torch.Tensor, count: int) -> torch.Tensor:
     return q[:, :, :group * count].reshape(b, h, count, group, d).mean(3)
 
 
-def _soft_op(max_landmarks: Optional[int], pinv_mode: str = 'newton_batch_scaled',
+def _soft_op(max_landmarks: Optional[int],
+             pinv_mode: str = 'newton_batch_scaled',
              backend: str = 'torch'):
     from ..ops import get_op
     op = get_op('softmax_free', backend)

@@ -123,7 +123,11 @@ def rope_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, si
     Returns:
         Tensor: ``(B, heads, N, d)``; scale ``d ** -0.5``, no mask, no dropout.
     """
-    return F.scaled_dot_product_attention(apply_rope(q, sin, cos), apply_rope(k, sin, cos), v)
+    # Fused SDPA kernels (flash / memory-efficient, on CPU and CUDA) need a unit stride in the
+    # last dimension; RAVLT's heads are strided views of a channels-first map, which would send
+    # SDPA to its N x N fallback.
+    q, k = apply_rope(q, sin, cos).contiguous(), apply_rope(k, sin, cos).contiguous()
+    return F.scaled_dot_product_attention(q, k, v.contiguous())
 
 
 def rope_softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -404,3 +404,36 @@ def test_committed_results_change_only_with_update_docs(capsys, monkeypatch, tmp
             tool.parse_args(argv)
         assert info.value.code == 2
         assert message in capsys.readouterr().err, argv
+
+
+def test_cuda_runs_record_the_tf32_switches(tmp_path):
+    """A CUDA run's meta and summary state whether TF32 was allowed (no sweep, no GPU needed)."""
+    tool = load_tool()
+    assert tool.precision_meta(torch.device('cpu')) == {}
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:  # monkeypatch cannot restore these (module attributes served by __getattr__)
+        for matmul, cudnn in ((True, False), (False, True)):
+            torch.backends.cuda.matmul.allow_tf32 = matmul
+            torch.backends.cudnn.allow_tf32 = cudnn
+            meta = tool.precision_meta(torch.device('cuda', 0))
+            assert meta['cuda_matmul_allow_tf32'] is matmul and meta['cudnn_allow_tf32'] is cudnn
+            assert meta['float32_matmul_precision'] == torch.get_float32_matmul_precision()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    meta = dict(
+        date='2026-01-01 00:00',
+        device_name='GPU',
+        threads=1,
+        torch=torch.__version__,
+        matmul_gflops_s=1.0,
+        quick=True,
+        allocator='default',
+        **meta)
+    json.dumps(meta)  # summary.json holds it as it is
+    tool.write_summary_md(tmp_path / 'summary.md', meta, [], {}, [])
+    text = (tmp_path / 'summary.md').read_text()
+    assert ('TF32: torch.backends.cuda.matmul.allow_tf32=False, '
+            'torch.backends.cudnn.allow_tf32=True.') in text
+    cpu_meta = {k: v for k, v in meta.items() if k not in tool.precision_meta(torch.device('cuda'))}
+    tool.write_summary_md(tmp_path / 'cpu.md', cpu_meta, [], {}, [])
+    assert 'TF32' not in (tmp_path / 'cpu.md').read_text()

@@ -119,3 +119,22 @@ def test_softmax_attention_under_autocast(dtype):
     ref = rope_softmax_attention_reference(q.double(), k.double(), v.double(), sin, cos)
     assert torch.isfinite(out).all()
     assert ((out.double() - ref).abs().max() / ref.abs().max()) < 3e-2
+
+
+def test_softmax_stages_reach_a_fused_sdpa_kernel():
+    """RAVLT's heads are strided views of a channels-first map; the op makes them unit-stride so
+    SDPA can pick its fused (flash) kernel instead of the N x N fallback. Restricting SDPA to the
+    flash kernel raises "No available kernel" otherwise (on CPU as on CUDA)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from mmlinattn.models.backbones.ravlt import GatedRoPEAttention
+    torch.manual_seed(0)
+    layer = GatedRoPEAttention(64, 2, 'softmax').eval()
+    x = torch.randn(1, 64, 12, 10)
+    sin, cos = rope_sin_cos(12, 10, 32)
+    with torch.no_grad():
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            fused = layer(x, sin, cos)
+        with sdpa_kernel([SDPBackend.MATH]):
+            math = layer(x, sin, cos)
+    torch.testing.assert_close(fused, math, rtol=1e-5, atol=1e-6)

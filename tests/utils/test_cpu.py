@@ -156,3 +156,96 @@ def test_prepare_cpu_run_is_a_no_op_with_cuda(monkeypatch):
     cfg = run_cfg(launcher='pytorch')
     before = cfg.to_dict()
     assert cpu.prepare_cpu_run(cfg) == [] and cfg.to_dict() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# With CUDA present every workaround above is inert: the reverse of the tests above, with CUDA
+# availability mocked (torch.cuda.is_available() True, 2 devices), as on a GPU machine.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_CONFIGS = {
+    'det': os.path.join(ROOT, 'configs', 'maskrcnn_ravlt_t_demo.py'),
+    'seg': os.path.join(ROOT, 'configs', 'upernet_ravlt_t_demo.py'),
+}
+CPU_STAND_INS = ('CPUAmpOptimWrapper', 'CPUDistributedDataParallel', 'gloo')
+
+
+@pytest.fixture
+def with_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+
+
+@pytest.fixture
+def no_process_group(monkeypatch):
+    """Fails the test if a process group is created (the Runner's own NCCL set-up must do it)."""
+
+    def refuse(*args, **kwargs):
+        pytest.fail(f'a process group was created: {args} {kwargs}')
+
+    monkeypatch.setattr(cpu, 'init_cpu_process_group', refuse)
+    monkeypatch.setattr(cpu.torch_dist, 'init_process_group', refuse)
+
+
+def assert_untouched(cfg, changes, logged, before, env_before):
+    assert changes == [] and not logged
+    assert cfg.to_dict() == before
+    assert dict(os.environ) == env_before  # e.g. no RANK / MASTER_ADDR from the slurm variables
+    assert not any(name in str(cfg.to_dict()) for name in CPU_STAND_INS)
+
+
+@pytest.mark.parametrize('launcher', ['none', 'pytorch', 'slurm', 'mpi'])
+@pytest.mark.parametrize('amp', [None, 'float16', 'bfloat16', 'off'])
+def test_prepare_cpu_run_changes_nothing_with_cuda(with_cuda, no_process_group, logged, launcher,
+                                                   amp, monkeypatch):
+    monkeypatch.setenv('SLURM_PROCID', '0')  # as srun sets them: still not read
+    monkeypatch.setenv('SLURM_NTASKS', '2')
+    cfg = run_cfg(launcher=launcher, model_wrapper_cfg=dict(type='MMDistributedDataParallel'))
+    if amp == 'off':
+        cfg.optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
+    elif amp is not None:
+        cfg.optim_wrapper.dtype = amp
+    before, env_before = cfg.to_dict(), dict(os.environ)
+    changes = cpu.prepare_cpu_run(cfg)
+    assert_untouched(cfg, changes, logged, before, env_before)
+    if amp not in ('off', None):
+        assert cfg.optim_wrapper.dtype == amp and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl'
+    assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel')
+
+
+@pytest.mark.parametrize('task', sorted(DEMO_CONFIGS))
+def test_prepare_cpu_run_leaves_a_real_amp_distributed_config_alone_with_cuda(
+        with_cuda, no_process_group, logged, task):
+    """The demo config as ``tools/train.py --amp --launcher pytorch`` hands it over."""
+    cfg = Config.fromfile(DEMO_CONFIGS[task])
+    cfg.launcher = 'pytorch'
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+    before, env_before = cfg.to_dict(), dict(os.environ)
+    changes = cpu.prepare_cpu_run(cfg)
+    assert_untouched(cfg, changes, logged, before, env_before)
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl' and 'model_wrapper_cfg' not in cfg
+    wrapper = OPTIM_WRAPPERS.get(cfg.optim_wrapper.type)
+    assert wrapper.__module__.startswith('mmengine.')  # mmengine's AmpOptimWrapper, not ours
+
+
+def test_sync_bn_of_a_real_model_is_kept_with_cuda(with_cuda, logged):
+    """SyncBN in a model built from a config (as the real configs use it) is not converted."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    import mmlinattn  # noqa: F401
+    cfg = Config.fromfile(DEMO_CONFIGS['seg'])
+    sync_bn = dict(type='SyncBN', requires_grad=True)
+    cfg.model.backbone.norm_cfg = sync_bn
+    cfg.model.decode_head.norm_cfg = sync_bn
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    count = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert count > 0
+    assert cpu.revert_sync_batchnorm_if_no_cuda(model) is model and not logged
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) == count
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    bare = nn.SyncBatchNorm(4)  # a bare layer is returned as it is, not a BN copy
+    assert cpu.revert_sync_batchnorm_if_no_cuda(bare) is bare

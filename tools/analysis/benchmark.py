@@ -54,11 +54,14 @@ FULL_SIZES = ('224x224', '512x512', '800x1344', '1024x1024', '2048x2048')
 QUICK_SIZES = ('224x224', '512x512')
 FULL_TOKENS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 QUICK_TOKENS = (1024, 4096, 8192)
-FULL_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
-               'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
-QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (bounded)',
+FULL_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (configs)', 'SOFT++-S (previous)',
+               'SOFT++-S (bounded)', 'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
+QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (configs)', 'SOFT++-S (bounded)',
                 'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
 BASELINE_MODEL = 'Swin-T'
+#: Forward time / Swin-T's at 224x224 in the first round's committed full run (2026-11-21), for
+#: rows without a "previous" variant in the same run (a ratio, so machines and runs compare).
+PREVIOUS_224_VS_SWIN = {'RAVLT-S': 1.26458}
 BASELINE_OP = 'softmax attention via SDPA (baseline)'
 MEMORY_BUDGET_GIB = 16
 # --retain-heap: glibc keeps freed memory in the heap (no fresh, page-faulting mmap per large
@@ -366,6 +369,7 @@ def run_ops(args, device, progress, rows):
 
 TRAIN_CONFIGS = {
     'Mask R-CNN RAVLT-S': 'configs/maskrcnn_ravlt_s_coco.py',
+    'Mask R-CNN SOFT++-S': 'configs/maskrcnn_soft_s_coco.py',
     'Mask R-CNN Swin-T': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
 }
 
@@ -489,12 +493,44 @@ def _get(rows, key, **match):
 
 
 def evaluate_targets(backbone_rows, op_rows, train_rows, matmul_rate):
-    """The issue-6 targets as ``(target, measured, limit, met)`` records (``met`` None: n/a)."""
+    """The performance targets as ``(target, measured, limit, met)`` records (``met`` None: n/a).
+
+    First those of the second performance round (SOFT++ as cheap per pixel as Swin-T), then the
+    first round's.
+    """
     t = []
 
     def add(target, value, limit, better, detail=''):
         met = None if value is None else (value <= limit if better == 'lower' else value >= limit)
         t.append(dict(target=target, measured=value, limit=limit, met=met, detail=detail))
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    for size, limit in (('2048x2048', 1.2), ('800x1344', 1.3), ('512x512', 1.5)):
+        soft = _get(backbone_rows, 'fwd_s', model='SOFT++-S (configs)', input=size)
+        swin = _get(backbone_rows, 'fwd_s', model='Swin-T', input=size)
+        add(f'SOFT++-S (configs mode) / Swin-T forward {size}', ratio(soft, swin), limit, 'lower')
+    soft = _get(train_rows, 'step_s', model='Mask R-CNN SOFT++-S')
+    swin = _get(train_rows, 'step_s', model='Mask R-CNN Swin-T')
+    add('Mask R-CNN train step SOFT++-S / Swin-T', ratio(soft, swin), 1.3, 'lower',
+        next((f'input {r["input"]}' for r in train_rows), ''))
+    speedups = []
+    for tokens in (16384, 32768, 65536):
+        new = _get(op_rows, 'fwdbwd_s', op='SOFT++ attention (m<=256, configs)', tokens=tokens)
+        old = _get(op_rows, 'fwdbwd_s', op='SOFT++ attention (m<=256, previous)', tokens=tokens)
+        if new and old:
+            speedups.append(old / new)
+    add('SOFT++ op fwd+bwd speed-up over the previous op, 16k-64k tokens (smallest)',
+        min(speedups) if speedups else None, 3.0, 'higher')
+    now = _get(backbone_rows, 'fwd_vs_swin_t', model='RAVLT-S', input='224x224')
+    add('RAVLT-S forward 224x224 vs before (ratio of the times relative to Swin-T)',
+        ratio(now, PREVIOUS_224_VS_SWIN['RAVLT-S']), 1.05, 'lower',
+        'before: the first round\'s committed run')
+    now = _get(backbone_rows, 'fwd_s', model='SOFT++-S (configs)', input='224x224')
+    then = _get(backbone_rows, 'fwd_s', model='SOFT++-S (previous)', input='224x224')
+    add('SOFT++-S forward 224x224, configs mode vs previous (time ratio)', ratio(now, then), 1.05,
+        'lower')
 
     fwd = _get(backbone_rows, 'fwd_vs_official', model='RAVLT-S', input='800x1344')
     add('RAVLT-S forward 800x1344, time vs official algorithm', fwd, 0.7, 'lower')
@@ -543,6 +579,10 @@ def write_summary_md(path, meta, targets, squares, train_rows):
         f'mode: {"quick" if meta["quick"] else "full"}; allocator: '
         f'{meta["allocator"]}.', '', '| target | measured | limit | met |', '|---|---|---|---|'
     ]
+    if 'cuda_matmul_allow_tf32' in meta:  # CUDA runs: float32 timings depend on TF32
+        lines[2] += (f' TF32: torch.backends.cuda.matmul.allow_tf32='
+                     f'{meta["cuda_matmul_allow_tf32"]}, torch.backends.cudnn.allow_tf32='
+                     f'{meta["cudnn_allow_tf32"]}.')
     for t in targets:
         value = '-' if t['measured'] is None else f'{t["measured"]:.3g}'
         met = {True: 'yes', False: 'no', None: 'not measured'}[t['met']]
@@ -605,6 +645,17 @@ def _retain_heap_active():
     return all(os.environ.get(k) == v for k, v in RETAIN_HEAP_ENV.items())
 
 
+def precision_meta(device):
+    """The float32 precision switches a CUDA run's timings depend on (TF32 in cuBLAS matmuls and
+    cuDNN convolutions), for the run's meta; empty for other devices."""
+    if device.type != 'cuda':
+        return {}
+    return dict(
+        cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+        cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+        float32_matmul_precision=torch.get_float32_matmul_precision())
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.retain_heap and not _retain_heap_active():
@@ -636,6 +687,7 @@ def main(argv=None):
         repeats=args.repeats,
         warmup=args.warmup,
         allocator='retain-heap' if _retain_heap_active() else 'default')
+    meta.update(precision_meta(device))
     meta['matmul_gflops_s'] = bm.matmul_rate(device) / 1e9
     total = ((0 if args.skip_backbones else len(args.models) * len(args.sizes)) +
              (0 if args.skip_ops else len(bm.OPS()) * len(args.tokens)) +
