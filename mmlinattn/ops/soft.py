@@ -189,10 +189,10 @@ def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torc
 
 
 def _shifted_inverse(mat: torch.Tensor) -> torch.Tensor:
-    """``(A_s + 0.01 I)^-1`` per matrix, ``A_s = (A + A^T) / 2`` (``A`` is symmetric up to rounding):
-    Cholesky, and an eigen-decomposition pseudo-inverse for the matrices Cholesky rejects (kernels
-    of coinciding landmarks that rounding made indefinite); a non-finite matrix gives NaN. Per
-    matrix, so batch-independent."""
+    """``(A_s + 0.01 I)^-1`` per matrix, ``A_s = (A + A^T) / 2`` (``A`` is symmetric up to
+    rounding): Cholesky, and an eigen-decomposition pseudo-inverse for the matrices Cholesky
+    rejects (kernels of coinciding landmarks that rounding made indefinite); a non-finite matrix
+    gives NaN. Per matrix, so batch-independent."""
     target = (mat + mat.transpose(-1, -2)) / 2 + _SHIFT * _eye_like(mat)
     factor, info = torch.linalg.cholesky_ex(target)
     inv = torch.cholesky_inverse(factor)

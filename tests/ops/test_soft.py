@@ -25,7 +25,8 @@ def exact_inverse(mat, mode):
     eye = torch.eye(mat.shape[-1], dtype=mat.dtype)
     if mode == 'shifted_inverse':  # reads the symmetric part of A
         mat = (mat + mat.transpose(-1, -2)) / 2
-    return torch.linalg.inv(mat + SHIFT * eye if mode in ('newton_shifted', 'shifted_inverse') else mat)
+    shifted = mode in ('newton_shifted', 'shifted_inverse')
+    return torch.linalg.inv(mat + SHIFT * eye if shifted else mat)
 
 
 # --------------------------------------------------------------------------- Gaussian kernel
@@ -273,14 +274,14 @@ def _batch_scaled_released(mat, num_iters=20):
 def test_batch_scaled_search_computes_the_square_once_bit_for_bit(dtype, spread):
     """The search forms ``alpha A A`` once and halves it (a power-of-two scaling is exact)."""
     mat = kernel_matrices((3, 2), 12, spread=spread, seed=11).to(dtype)
-    assert torch.equal(newton_schulz_pinv(mat, mode='newton_batch_scaled'),
-                       _batch_scaled_released(mat))
+    assert torch.equal(
+        newton_schulz_pinv(mat, mode='newton_batch_scaled'), _batch_scaled_released(mat))
 
 
 def test_shifted_inverse_falls_back_per_matrix():
     """A matrix Cholesky rejects gets the eigen pseudo-inverse; a NaN matrix stays NaN, alone."""
     good = kernel_matrices((1, ), 6, seed=2)[0]
-    indefinite = -torch.eye(6, dtype=torch.float64)          # A + 0.01 I is negative definite
+    indefinite = -torch.eye(6, dtype=torch.float64)  # A + 0.01 I is negative definite
     bad = torch.full((6, 6), float('nan'), dtype=torch.float64)
     out = newton_schulz_pinv(torch.stack([good, indefinite, bad]), mode='shifted_inverse')
     eye = torch.eye(6, dtype=torch.float64)
