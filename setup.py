@@ -7,6 +7,8 @@ the wheel first; the requirement below then only checks the version range.
 import os.path as osp
 from setuptools import find_packages, setup
 
+DEPLOY = ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2', 'scikit-image']
+
 
 def read_version():
     namespace = {}
@@ -39,7 +41,11 @@ setup(
         'regex',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'pytest-timeout', 'scikit-image', 'flake8', 'isort', 'yapf'],
+        # ONNX export and ONNX Runtime inference (tools/deployment/export_onnx.py); onnxscript for
+        # --simplify, scikit-image for --verify's photograph.
+        'deploy': DEPLOY,
+        'tests':
+        ['pytest>=7', 'pytest-timeout', 'scikit-image', 'flake8', 'isort', 'yapf'] + DEPLOY,
     },
     zip_safe=False,
 )

@@ -52,6 +52,16 @@ COMMANDS = {
     'python tools/analysis/benchmark.py --retain-heap':
     'parses',
     'make benchmark': ('covered', 'Makefile'),
+    'python tools/deployment/export_onnx.py configs/maskrcnn_ravlt_s_coco.py --out '
+    'work_dirs/onnx/ravlt_s.onnx --shape 512 512 --dynamic --verify':
+    'slow',
+    'python tools/deployment/export_onnx.py configs/upernet_ravlt_s_ade20k.py --out '
+    'work_dirs/onnx/upernet_ravlt_s.onnx --part model --shape 512 512 --dynamic --verify':
+    'slow',
+    'python tools/deployment/export_onnx.py configs/maskrcnn_soft_s_coco.py --out '
+    'work_dirs/onnx/maskrcnn_soft_s.onnx --part model --shape 800 1344 --dynamic --verify '
+    '--cfg-options model.backbone.pinv_mode=newton':
+    'slow',
 }
 
 # What the one-line refusal of each 'fails_without_data' command names.

@@ -205,6 +205,9 @@ SOFT_CONFIG_MODE = dict(pinv_mode='shifted_inverse')
 #: The previous configs' mode, as the previous op computed it (released evaluation order,
 #: 20 per-matrix Newton steps): the "before" row of the performance comparison.
 SOFT_PREVIOUS_MODE = dict(pinv_mode='newton', backend='released_order')
+#: The mode a SOFT++ model is exported to ONNX with (``'shifted_inverse'`` needs a Cholesky, which
+#: ONNX lacks): 20 Newton steps with a scale per matrix, no coupling between the images of a batch.
+SOFT_EXPORT_MODE = dict(pinv_mode='newton')
 
 _SWIN_T = dict(
     type='mmdet.SwinTransformer',
@@ -229,6 +232,8 @@ BACKBONES: Dict[str, BackboneSpec] = {
                        f'RAVLT-{v.upper()}') for v in 'tsbl'),
         *(BackboneSpec(f'SOFT++-{v.upper()} (bounded)', _soft(v)) for v in 'tsml'),
         *(BackboneSpec(f'SOFT++-{v.upper()} (configs)', _soft(v, **SOFT_CONFIG_MODE))
+          for v in 'tsml'),
+        *(BackboneSpec(f'SOFT++-{v.upper()} (exportable)', _soft(v, **SOFT_EXPORT_MODE))
           for v in 'tsml'),
         *(BackboneSpec(f'SOFT++-{v.upper()} (previous)', _soft(v, **SOFT_PREVIOUS_MODE), 'peer')
           for v in 'tsml'),

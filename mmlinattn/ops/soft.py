@@ -36,6 +36,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .export import ExportUnsupportedError, is_exporting
 from .registry import register_op
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     'resolve_pinv_mode', 'newton_schulz_pinv_macs', 'gaussian_kernel', 'gaussian_kernel_reference',
     'newton_schulz_pinv', 'newton_schulz_pinv_reference', 'softmax_free_attention',
     'softmax_free_attention_reference', 'softmax_free_attention_released_order',
-    'landmark_grid_size'
+    'landmark_grid_size', 'landmark_grid_size_exportable', 'EXPORTABLE_PINV_MODES'
 ]
 
 #: How the landmark kernel ``A`` is inverted, named by what is computed (see
@@ -61,6 +62,9 @@ PINV_MODE_ALIASES = {
 #: Modes whose result for one matrix depends on the other matrices of the batch (one shared scale):
 #: an image's output depends on its batch, and a NaN / inf in one image makes all of them NaN.
 BATCH_COUPLED_PINV_MODES = ('newton_batch_scaled', )
+#: Modes that export to ONNX with the same computation (``'shifted_inverse'`` needs a Cholesky
+#: factorisation, which ONNX does not have).
+EXPORTABLE_PINV_MODES = ('newton_shifted', 'newton_batch_scaled', 'newton')
 #: Symmetric normalisation variants, see :func:`softmax_free_attention`.
 NORMALIZATIONS = ('none', 'core', 'full')
 
@@ -156,16 +160,59 @@ def _halving_search_scale(mat: torch.Tensor, alpha: torch.Tensor) -> torch.Tenso
     return chosen
 
 
-def _newton_schulz_iterate(mat: torch.Tensor, num_iters: int, mode: str) -> torch.Tensor:
-    """The forward iteration shared by the fast op; ``mat`` is ``(..., m, m)``, no autograd."""
-    if mat.numel() == 0:  # an empty batch
-        return mat.clone()
+def _batch_halving_search_scale(mat: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``'newton_batch_scaled'``'s search with tensor operations (the graph-export form).
+
+    The eager loop halves ``alpha`` and ``alpha A A`` while ``max |I - alpha A A|_1 > 1.01`` over
+    the whole batch, at most 10 times, and stops at the first accepted scale (one host
+    synchronisation per step). Here every step is evaluated, in the same order and with the same
+    halvings, and the first accepted scale is selected with ``torch.where``: the same scale bit for
+    bit, with no data-dependent control flow. ``alpha`` is 0-dim; so is the result.
+    """
+    eye = _eye_like(mat)
+    square = mat @ (alpha * mat)
+    chosen, found = alpha, torch.zeros_like(alpha, dtype=torch.bool)
+    for _ in range(_MAX_HALVINGS):
+        ok = _max_col_abs_sum(eye - square).max() <= _SEARCH_TOL
+        chosen = torch.where(found | ~ok, chosen, alpha)
+        found = found | ok
+        alpha, square = alpha / 2, square / 2
+    return torch.where(found, chosen, alpha)
+
+
+def _refuse_export(mode: str) -> None:
+    raise ExportUnsupportedError(
+        f'pinv_mode={mode!r} cannot be exported with the same numerics: it factorises A + 0.01 I '
+        '(Cholesky, with an eigen-decomposition fallback), and ONNX has no Cholesky, linear solve '
+        "or eigen-decomposition operator; export with pinv_mode='newton_shifted' (the "
+        'Newton-Schulz iteration on the same A + 0.01 I, a different function unless converged: '
+        "fine-tune or raise newton_iters) or 'newton'")
+
+
+def _newton_schulz_iterate(mat: torch.Tensor,
+                           num_iters: int,
+                           mode: str,
+                           traceable: bool = False) -> torch.Tensor:
+    """The forward iteration shared by the fast op; ``mat`` is ``(..., m, m)``, no autograd.
+
+    ``traceable=True`` (graph export) computes the same values with tensor operations only: no
+    host synchronisation, no data-dependent Python branch (see :func:`_batch_halving_search_scale`).
+    """
     if mode == 'shifted_inverse':
+        if traceable:
+            _refuse_export(mode)
+        if mat.numel() == 0:  # an empty batch
+            return mat.clone()
         return _shifted_inverse(mat)
+    if not traceable and mat.numel() == 0:  # an empty batch
+        return mat.clone()
     row_sum_max = mat.sum(-1).amax(-1)  # (...)
     if mode == 'newton_shifted':
         target = mat + _SHIFT * _eye_like(mat)
         alpha = _SAFETY * 2 / row_sum_max**2
+    elif mode == 'newton_batch_scaled' and traceable:
+        target = mat
+        alpha = _batch_halving_search_scale(mat, 2 / row_sum_max.max()**2).expand_as(row_sum_max)
     elif mode == 'newton_batch_scaled':
         _warn_if_batch_poisoned(mat)
         target = mat
@@ -316,6 +363,11 @@ def newton_schulz_pinv(mat: torch.Tensor,
     With a fixed ``num_iters`` the result is a spectrally truncated inverse: eigen-directions with
     ``alpha * lambda^2 << 2^-num_iters`` are not inverted. Do not expect ``torch.linalg.pinv``.
 
+    While the model is exported (:func:`mmlinattn.ops.export.is_exporting`) the iteration runs as
+    plain tensor operations (unrolled in the graph, the halving search evaluated with
+    ``torch.where``, same values); ``'shifted_inverse'`` then raises
+    :class:`~mmlinattn.ops.export.ExportUnsupportedError` (ONNX has no Cholesky).
+
     Args:
         mat (Tensor): ``(..., m, m)``.
         num_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
@@ -327,7 +379,10 @@ def newton_schulz_pinv(mat: torch.Tensor,
     """
     mode = resolve_pinv_mode(mode)
     with torch.autocast(device_type=mat.device.type, enabled=False):
-        return _NewtonSchulzPinv.apply(mat.to(_compute_dtype(mat)), num_iters, mode)
+        mat = mat.to(_compute_dtype(mat))
+        if is_exporting():  # the same iteration as plain tensor operations, for the graph
+            return _newton_schulz_iterate(mat, num_iters, mode, traceable=True)
+        return _NewtonSchulzPinv.apply(mat, num_iters, mode)
 
 
 def newton_schulz_pinv_reference(mat: torch.Tensor,
@@ -540,6 +595,53 @@ def landmark_grid_size(height: int,
         else:
             out_w -= 1
     return out_h, out_w
+
+
+def landmark_grid_size_exportable(
+        height,
+        width,
+        ratio: int,
+        max_landmarks: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`landmark_grid_size` with tensor operations, for grids known only at run time.
+
+    The same integers for every size (tested against it): the bound's scale is computed in float64
+    as Python computes it (one correctly rounded division and square root, a product, a floor),
+    and the decrement loop, which only runs when one side was clamped up to 1, is its closed form
+    (the other side becomes ``max_landmarks``). Used while the model is exported, where the grid
+    must follow the input size instead of being frozen at the export size. The "too small for the
+    landmark ratio" check is not part of the graph.
+
+    Args:
+        height (int | Tensor): stage grid height H (a 0-dim integer tensor while tracing).
+        width (int | Tensor): stage grid width W.
+        ratio (int): landmark ratio r.
+        max_landmarks (int, optional): bound on the landmark count; None = the official grid.
+
+    Returns:
+        tuple[Tensor, Tensor]: 0-dim int64 tensors ``(h, w)``.
+    """
+    height, width = (s if torch.is_tensor(s) else torch.tensor(s) for s in (height, width))
+    grid_h = torch.div(height, ratio, rounding_mode='floor')
+    grid_w = torch.div(width, ratio, rounding_mode='floor')
+    if max_landmarks is None:
+        return grid_h, grid_w
+    total = grid_h * grid_w
+    # A tensor divided into: ``scalar / tensor`` is evaluated as ``reciprocal(t) * scalar``,
+    # which rounds differently from Python's division.
+    bound = torch.full_like(total, max_landmarks, dtype=torch.float64)
+    scale = torch.sqrt(bound / total.to(torch.float64))
+    out_h = torch.floor(grid_h.to(torch.float64) * scale).to(grid_h.dtype)
+    out_w = torch.floor(grid_w.to(torch.float64) * scale).to(grid_w.dtype)
+    out_h = torch.maximum(torch.minimum(out_h, grid_h), torch.ones_like(out_h))
+    out_w = torch.maximum(torch.minimum(out_w, grid_w), torch.ones_like(out_w))
+    over = out_h * out_w > max_landmarks  # one side is 1: the loop shrinks the other one
+    shrink_h = over & (out_h >= out_w)
+    shrink_w = over & (out_h < out_w)
+    most = torch.full_like(out_h, max_landmarks)
+    out_h = torch.where(shrink_h, torch.div(most, out_w, rounding_mode='floor'), out_h)
+    out_w = torch.where(shrink_w, torch.div(most, out_h, rounding_mode='floor'), out_w)
+    bounded = total > max_landmarks
+    return torch.where(bounded, out_h, grid_h), torch.where(bounded, out_w, grid_w)
 
 
 register_op('gaussian_kernel', 'torch', gaussian_kernel)

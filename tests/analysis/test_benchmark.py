@@ -333,8 +333,15 @@ def test_quick_cli_run_writes_every_artifact(tmp_path):
         '--quick', '--out',
         str(tmp_path), '--models', 'RAVLT-T', 'RAVLT-T (official alg.)', '--sizes', '64x64',
         '64x96', '--tokens', '256', '--skip-train-step', '--flops-size', '64x64', '--repeats', '1',
-        '--max-call-seconds', '600'
+        '--max-call-seconds', '600', '--onnx-models', 'RAVLT-T', '--onnx-sizes', '64x64'
     ])
+    with open(tmp_path / 'onnx.csv') as f:
+        onnx_rows = list(csv.DictReader(f))
+    assert [(r['model'], r['input'], r['status'])
+            for r in onnx_rows] == [('RAVLT-T', '64x64', 'ok')]
+    assert float(onnx_rows[0]['torch_s']) > 0 and float(onnx_rows[0]['ort_s']) > 0
+    assert float(onnx_rows[0]['max_normalised_error']) <= 1e-4
+    assert (tmp_path / 'onnx.png').stat().st_size > 10_000
     with open(tmp_path / 'resolution.csv') as f:
         rows = list(csv.DictReader(f))
     assert [(r['model'], r['input'], r['status'])
@@ -437,3 +444,51 @@ def test_cuda_runs_record_the_tf32_switches(tmp_path):
     cpu_meta = {k: v for k, v in meta.items() if k not in tool.precision_meta(torch.device('cuda'))}
     tool.write_summary_md(tmp_path / 'cpu.md', cpu_meta, [], {}, [])
     assert 'TF32' not in (tmp_path / 'cpu.md').read_text()
+
+
+def test_onnx_rows_skip_with_the_reason_and_enter_the_summary(tmp_path):
+    """ONNX Runtime rows compare CPU runtimes: another device gives skipped rows with the reason;
+    measured rows become the summary's PyTorch-vs-ONNX-Runtime table."""
+    import argparse
+    tool = load_tool()
+
+    class Progress:
+        done_count = 0
+
+        def step(self, _):
+            pass
+
+        def done(self):
+            self.done_count += 1
+
+    args = argparse.Namespace(onnx_models=['RAVLT-T'], onnx_sizes=[(64, 64), (64, 96)])
+    rows, progress = [], Progress()
+    tool.run_onnx(args, torch.device('cuda', 0), progress, rows)
+    reason = 'skipped: ONNX Runtime rows compare CPU runtimes; run with --device cpu'
+    assert [r['status'] for r in rows] == [reason] * 2
+    assert progress.done_count == 2
+    measured = dict(
+        model='RAVLT-S',
+        input='800x1344',
+        pixels=800 * 1344,
+        threads=2,
+        torch_s=3.0,
+        ort_s=4.5,
+        ort_vs_torch=1.5,
+        max_normalised_error=2e-6,
+        ort_top_ops='MatMul 60%; Softmax 20%',
+        status='ok')
+    meta = dict(
+        date='d',
+        device_name='cpu',
+        threads=2,
+        torch='t',
+        matmul_gflops_s=1.0,
+        quick=False,
+        allocator='default')
+    path = tmp_path / 'summary.md'
+    tool.write_summary_md(str(path), meta, [], {}, [], [measured] + rows[:1])
+    text = path.read_text()
+    expected = '| RAVLT-S | 800x1344 | 3.000 | 4.500 | 1.50 | 2.0e-06 | MatMul 60%; Softmax 20% |'
+    assert expected in text
+    assert '| RAVLT-T | 64x64 | - | - | - | - | skipped: ONNX Runtime rows' in text

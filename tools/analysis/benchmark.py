@@ -10,15 +10,19 @@ One command measures, on the detected device (CUDA if present, else CPU):
   growing landmark counts, RAVLT's RoPE softmax via SDPA and explicitly) against plain softmax
   attention through ``torch.nn.functional.scaled_dot_product_attention`` (the baseline);
 * **training step** - one Mask R-CNN optimiser step with RAVLT-S and with Swin-T;
+* **ONNX Runtime** - backbone forward in PyTorch eager against the same backbone exported to
+  ONNX and run by ONNX Runtime (CPU execution provider, all graph optimizations, the same number of
+  threads), with the exported output's error; where ONNX Runtime is slower, its profiler's most
+  expensive op types (needs the ``deploy`` extra; CPU only);
 * the machine's float32 matmul rate, so achieved FLOP/s are a fraction of it.
 
 Times are medians of ``--repeats`` calls after ``--warmup``; every ratio is against a row of the
-same run. Results: ``resolution.csv``, ``ops.csv``, ``train_step.csv``, ``summary.json``,
-``summary.md`` (the targets with measured values) and PNG plots in ``--out`` (default: a new
-``work_dirs/benchmark/<date>_<time>/``). The committed results in ``docs/benchmarks/`` change only
-with ``--update-docs`` (``make benchmark``), which takes a full, unrestricted sweep: a quick or
-partial run can never replace them. ``--quick`` runs a reduced sweep in under 2 minutes on 2 CPU
-cores. Examples::
+same run. Results: ``resolution.csv``, ``ops.csv``, ``train_step.csv``, ``onnx.csv``,
+``summary.json``, ``summary.md`` (the targets with measured values) and PNG plots in ``--out``
+(default: a new ``work_dirs/benchmark/<date>_<time>/``). The committed results in
+``docs/benchmarks/`` change only with ``--update-docs`` (``make benchmark``), which takes a full,
+unrestricted sweep: a quick or partial run can never replace them. ``--quick`` runs a reduced
+sweep in under 2 minutes on 2 CPU cores. Examples::
 
     python tools/analysis/benchmark.py --quick                 # into work_dirs/benchmark/<time>/
     python tools/analysis/benchmark.py --update-docs           # full sweep into docs/benchmarks
@@ -59,6 +63,9 @@ FULL_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (configs)', 'SOFT
 QUICK_MODELS = ('RAVLT-S', 'RAVLT-S (official alg.)', 'SOFT++-S (configs)', 'SOFT++-S (bounded)',
                 'SOFT++-S (official alg.)', 'Swin-T', 'PVTv2-b2')
 BASELINE_MODEL = 'Swin-T'
+ONNX_MODELS = ('RAVLT-S', 'SOFT++-S (exportable)')
+FULL_ONNX_SIZES = ('224x224', '800x1344', '2048x2048')
+QUICK_ONNX_SIZES = ('224x224', )
 #: Forward time / Swin-T's at 224x224 in the first round's committed full run (2026-11-21), for
 #: rows without a "previous" variant in the same run (a ratio, so machines and runs compare).
 PREVIOUS_224_VS_SWIN = {'RAVLT-S': 1.26458}
@@ -127,6 +134,17 @@ def parse_args(argv=None):
         '--flops-size',
         type=parse_size,
         help='input of the achieved-FLOP/s column (default 800x1344, quick 512x512)')
+    p.add_argument(
+        '--onnx-models',
+        nargs='+',
+        help=f'backbones of the ONNX Runtime rows (default: {" ".join(ONNX_MODELS)})')
+    p.add_argument(
+        '--onnx-sizes',
+        nargs='+',
+        type=parse_size,
+        help=f'HxW inputs of the ONNX Runtime rows (default: {" ".join(FULL_ONNX_SIZES)}, '
+        f'quick {" ".join(QUICK_ONNX_SIZES)})')
+    p.add_argument('--skip-onnx', action='store_true', help='no ONNX Runtime rows')
     p.add_argument('--skip-ops', action='store_true')
     p.add_argument('--skip-backbones', action='store_true')
     p.add_argument('--skip-train-step', action='store_true')
@@ -141,7 +159,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     q = args.quick
     args.models = args.models or list(QUICK_MODELS if q else FULL_MODELS)
-    unknown = [m for m in args.models if m not in bm.BACKBONES]
+    args.onnx_models = args.onnx_models or list(ONNX_MODELS)
+    args.onnx_sizes = args.onnx_sizes or [
+        parse_size(s) for s in (QUICK_ONNX_SIZES if q else FULL_ONNX_SIZES)
+    ]
+    unknown = [m for m in args.models + args.onnx_models if m not in bm.BACKBONES]
     if unknown:
         p.error(f'unknown model(s) {unknown}; choose from {sorted(bm.BACKBONES)}')
     args.sizes = args.sizes or [parse_size(s) for s in (QUICK_SIZES if q else FULL_SIZES)]
@@ -151,15 +173,16 @@ def parse_args(argv=None):
     args.max_quadratic_gib = args.max_quadratic_gib or (0.5 if q else 8.0)
     args.train_shape = args.train_shape or ((256, 384) if q else (800, 1344))
     args.flops_size = args.flops_size or ((512, 512) if q else (800, 1344))
-    partial = [
-        flag
-        for flag, given in (('--quick', q), ('--models', argv_has(argv, '--models')),
-                            ('--sizes', argv_has(argv, '--sizes')),
-                            ('--tokens', argv_has(argv, '--tokens')), ('--skip-ops', args.skip_ops),
-                            ('--skip-backbones', args.skip_backbones), ('--skip-train-step',
-                                                                        args.skip_train_step))
-        if given
-    ]
+    restricting = {
+        '--quick': q,
+        '--skip-ops': args.skip_ops,
+        '--skip-backbones': args.skip_backbones,
+        '--skip-train-step': args.skip_train_step,
+        '--skip-onnx': args.skip_onnx,
+    }
+    for flag in ('--models', '--sizes', '--tokens', '--onnx-models', '--onnx-sizes'):
+        restricting[flag] = argv_has(argv, flag)
+    partial = [flag for flag, given in restricting.items() if given]
     docs = osp.abspath(osp.join(ROOT, DOCS_DIR))
     if args.update_docs:
         if args.out is not None and osp.abspath(args.out) != docs:
@@ -420,6 +443,74 @@ def run_train_step(args, device, progress, rows):
         model = optim = None  # free before the next config
 
 
+def run_onnx(args, device, progress, rows):
+    """Backbone forward: PyTorch eager against ONNX Runtime at each of ``args.onnx_sizes``.
+
+    Each point exports the backbone at that size (static shapes, batch 1) and times both with
+    the same threads (:func:`mmlinattn.deployment.onnx.benchmark_backbone`). ONNX Runtime
+    evaluates RAVLT's softmax stages as explicit ``MatMul`` / ``Softmax`` nodes, so those points
+    take the N x N memory guard (``--max-quadratic-gib``) as well as the call-time guard.
+    """
+    skip = None
+    if device.type != 'cpu':
+        skip = 'ONNX Runtime rows compare CPU runtimes; run with --device cpu'
+    else:
+        try:
+            from mmlinattn.deployment.onnx import benchmark_backbone, require_onnx
+            from mmlinattn.utils.run_config import UserInputError
+            require_onnx()
+        except (ImportError, UserInputError) as err:
+            skip = str(err)
+    for name in args.onnx_models:
+        spec = bm.BACKBONES[name]
+        if skip:
+            rows.extend(
+                dict(model=name, input=f'{h}x{w}', pixels=h * w, status=f'skipped: {skip}')
+                for h, w in args.onnx_sizes)
+            for _ in args.onnx_sizes:
+                progress.done()
+            continue
+        progress.step(f'build {name} (ONNX)')
+        model = bm.build_backbone(spec, device).eval()
+        history = []
+        for h, w in args.onnx_sizes:
+            progress.step(f'{name} {h}x{w} ONNX Runtime')
+            common = dict(model=name, input=f'{h}x{w}', pixels=h * w)
+            need = _ravlt_attention_gib(model, h, w) if name.startswith('RAVLT') else 0.0
+            reason = _skip_reason(args, _predict(history, h * w), need)
+            if reason:
+                rows.append(dict(common, status=f'skipped: {reason}'))
+                progress.done()
+                continue
+            try:
+                result = _onnx_point(benchmark_backbone, model, (h, w), args)
+            except (RuntimeError, MemoryError) as err:
+                failure = str(err).splitlines()[0][:80]
+                rows.append(dict(common, status=f'skipped: failed: {failure}'))
+                progress.done()
+                continue
+            history.append((h * w, max(result.torch_s, result.ort_s)))
+            rows.append(
+                dict(
+                    common,
+                    threads=result.threads,
+                    torch_s=result.torch_s,
+                    ort_s=result.ort_s,
+                    ort_vs_torch=result.ratio,
+                    max_normalised_error=result.max_normalised,
+                    ort_top_ops='; '.join(f'{op} {share:.0%}' for op, _, share in result.top_ops),
+                    status='ok'))
+            progress.done()
+        del model
+
+
+def _onnx_point(benchmark_backbone, model, shape, args):
+    """One ONNX Runtime point, with the sweep's repeats and warm-up."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the exporter's deprecation notes
+        return benchmark_backbone(model, shape, repeats=args.repeats, warmup=args.warmup, top_ops=5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Results
 
@@ -571,7 +662,7 @@ def evaluate_targets(backbone_rows, op_rows, train_rows, matmul_rate):
     return t
 
 
-def write_summary_md(path, meta, targets, squares, train_rows):
+def write_summary_md(path, meta, targets, squares, train_rows, onnx_rows=()):
     lines = [
         f'# Benchmark summary ({meta["date"]})', '',
         f'Device: {meta["device_name"]}, {meta["threads"]} threads; torch '
@@ -602,11 +693,26 @@ def write_summary_md(path, meta, targets, squares, train_rows):
         for r in train_rows:
             lines.append(f'| {r["model"]} | {r["input"]} | {r["step_s"]:.2f} | '
                          f'{r["peak_mib"]:.0f} |')
+    if onnx_rows:
+        lines += [
+            '', 'Backbone forward, PyTorch eager vs ONNX Runtime (CPU execution provider, graph '
+            'optimizations on, same threads; error: max-normalised, ONNX Runtime vs PyTorch; op '
+            "types: ONNX Runtime's profiler, share of kernel time, where it is slower):", '',
+            '| backbone | input | PyTorch (s) | ONNX Runtime (s) | ORT / PyTorch | error | '
+            'ONNX Runtime top ops |', '|---|---|---|---|---|---|---|'
+        ]
+        for r in onnx_rows:
+            if r['status'] != 'ok':
+                lines.append(f'| {r["model"]} | {r["input"]} | - | - | - | - | {r["status"]} |')
+                continue
+            lines.append(f'| {r["model"]} | {r["input"]} | {r["torch_s"]:.3f} | '
+                         f'{r["ort_s"]:.3f} | {r["ort_vs_torch"]:.2f} | '
+                         f'{r["max_normalised_error"]:.1e} | {r["ort_top_ops"] or "-"} |')
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
 
-def plot(out, backbone_rows, op_rows):
+def plot(out, backbone_rows, op_rows, onnx_rows=()):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -635,6 +741,27 @@ def plot(out, backbone_rows, op_rows):
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         path = osp.join(out, f'{fname}.png')
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    ok = [r for r in onnx_rows if r['status'] == 'ok']
+    if ok:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for name in dict.fromkeys(r['model'] for r in ok):
+            mine = sorted((r for r in ok if r['model'] == name), key=lambda r: r['pixels'])
+            for key, style, label in (('torch_s', '-', 'PyTorch'), ('ort_s', '--', 'ONNX Runtime')):
+                ax.plot([r['pixels'] for r in mine], [r[key] for r in mine],
+                        style,
+                        marker='o',
+                        label=f'{name} {label}')
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        ax.set_xlabel('pixels')
+        ax.set_title('backbone forward (s), PyTorch eager vs ONNX Runtime')
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = osp.join(out, 'onnx.png')
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -691,8 +818,9 @@ def main(argv=None):
     meta['matmul_gflops_s'] = bm.matmul_rate(device) / 1e9
     total = ((0 if args.skip_backbones else len(args.models) * len(args.sizes)) +
              (0 if args.skip_ops else len(bm.OPS()) * len(args.tokens)) +
-             (0 if args.skip_train_step else len(TRAIN_CONFIGS)))
-    backbone_rows, op_rows, train_rows = [], [], []
+             (0 if args.skip_train_step else len(TRAIN_CONFIGS)) +
+             (0 if args.skip_onnx else len(args.onnx_models) * len(args.onnx_sizes)))
+    backbone_rows, op_rows, train_rows, onnx_rows = [], [], [], []
     with Progress(total) as progress:
         progress.log(f'float32 matmul: {meta["matmul_gflops_s"]:.1f} G multiply-adds/s on '
                      f'{meta["device_name"]}')
@@ -702,6 +830,8 @@ def main(argv=None):
             run_ops(args, device, progress, op_rows)
         if not args.skip_train_step:
             run_train_step(args, device, progress, train_rows)
+        if not args.skip_onnx:
+            run_onnx(args, device, progress, onnx_rows)
         progress.step('done')
     add_ratios(backbone_rows, op_rows)
     targets = evaluate_targets(backbone_rows, op_rows, train_rows, meta['matmul_gflops_s'] * 1e9)
@@ -710,13 +840,15 @@ def main(argv=None):
     _write_csv(osp.join(args.out, 'resolution.csv'), backbone_rows)
     _write_csv(osp.join(args.out, 'ops.csv'), op_rows)
     _write_csv(osp.join(args.out, 'train_step.csv'), train_rows)
+    _write_csv(osp.join(args.out, 'onnx.csv'), onnx_rows)
     with open(osp.join(args.out, 'summary.json'), 'w') as f:
         json.dump(dict(meta=meta, targets=targets, largest_square_16gib=squares), f, indent=2)
-    write_summary_md(osp.join(args.out, 'summary.md'), meta, targets, squares, train_rows)
-    written = [] if args.no_plots else plot(args.out, backbone_rows, op_rows)
+    write_summary_md(
+        osp.join(args.out, 'summary.md'), meta, targets, squares, train_rows, onnx_rows)
+    written = [] if args.no_plots else plot(args.out, backbone_rows, op_rows, onnx_rows)
     with open(osp.join(args.out, 'summary.md')) as f:
         print(f.read())
-    print(f'wrote {args.out}/{{resolution,ops,train_step}}.csv, summary.json, summary.md' +
+    print(f'wrote {args.out}/{{resolution,ops,train_step,onnx}}.csv, summary.json, summary.md' +
           (f', {", ".join(osp.basename(p) for p in written)}' if written else '') +
           f' in {meta["seconds"]:.0f} s')
 

@@ -35,8 +35,10 @@ from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 
 from ...archs import SOFT_ARCHS
+from ...ops.export import adaptive_avg_pool2d_exportable, is_exporting
 from ...ops.registry import get_op
-from ...ops.soft import NORMALIZATIONS, PINV_MODES, landmark_grid_size, resolve_pinv_mode
+from ...ops.soft import (NORMALIZATIONS, PINV_MODES, landmark_grid_size,
+                         landmark_grid_size_exportable, resolve_pinv_mode)
 from .base import PyramidBackbone, check_positive_int, run_blocks
 
 __all__ = ['SOFT']
@@ -109,10 +111,15 @@ class SoftmaxFreeAttention(nn.Module):
         q = q / math.sqrt(math.sqrt(head_dim))  # (B, h, N, d)
         v = self.v_proj(x).view(batch, num_tokens, heads, head_dim).transpose(1, 2)
 
-        grid = landmark_grid_size(height, width, self.landmark_ratio, self.max_landmarks)
+        exporting = is_exporting()  # then the grid and its pooling are computed in the graph
+        grid_size = landmark_grid_size_exportable if exporting else landmark_grid_size
+        grid = grid_size(height, width, self.landmark_ratio, self.max_landmarks)
         q_map = q.reshape(batch * heads, num_tokens, head_dim).transpose(1, 2)
         landmarks = self.landmark_conv(q_map.reshape(batch * heads, head_dim, height, width))
-        if tuple(landmarks.shape[-2:]) != grid:
+        if exporting:
+            if self.max_landmarks is not None:  # the identity where the bound is not reached
+                landmarks = adaptive_avg_pool2d_exportable(landmarks, grid)
+        elif tuple(landmarks.shape[-2:]) != grid:
             landmarks = F.adaptive_avg_pool2d(landmarks, grid)
         landmarks = F.gelu(self.landmark_norm(landmarks.flatten(2).transpose(1, 2)))
         landmarks = landmarks.reshape(batch, heads, grid[0] * grid[1], head_dim)  # (B, h, m, d)
@@ -300,15 +307,18 @@ class SOFT(PyramidBackbone):
             ``'none'``. Recorded with the weights: loading SOFT weights into a SOFT++ backbone (or
             the reverse) is an error naming this key. Defaults to None.
         pinv_mode (str, optional): how the landmark kernel is inverted, see
-            :func:`mmlinattn.ops.soft.newton_schulz_pinv`: ``'newton_shifted'`` (Newton-Schulz on
-            ``A + 0.01 I``), ``'newton_batch_scaled'`` (on ``A``, one initial scale for the whole
-            batch) or ``'newton'`` (on ``A``, a scale per matrix); the former names
+            :func:`mmlinattn.ops.soft.newton_schulz_pinv`: ``'shifted_inverse'`` (``(A + 0.01
+            I)^-1`` computed directly: Cholesky, per matrix), ``'newton_shifted'`` (Newton-Schulz
+            on ``A + 0.01 I``), ``'newton_batch_scaled'`` (on ``A``, one initial scale for the
+            whole batch) or ``'newton'`` (on ``A``, a scale per matrix); the former names
             ``'official'``, ``'official_norm'`` and ``'per_matrix'`` are accepted. None:
             ``'newton_shifted'`` for SOFT and ``'newton_batch_scaled'`` for SOFT++ (what the
             released checkpoints computed). ``'newton_batch_scaled'`` shares one scale across the
             whole batch, so **a NaN or inf in one image makes every image of the batch NaN** (and
-            an image's output depends on its batch); ``'newton'`` has neither problem and is what
-            every shipped training config uses. Defaults to None.
+            an image's output depends on its batch); the others have neither problem. Every
+            shipped dense-prediction config uses ``'shifted_inverse'`` (15x cheaper than 20 Newton
+            steps, see docs/benchmarks/soft_inverse_modes.md); it cannot be exported to ONNX (no
+            Cholesky there): export with ``'newton'`` or ``'newton_shifted'``. Defaults to None.
         newton_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
         max_landmarks (int, optional): bound on the landmarks per SOFT attention (per image and
             head). None = the official, resolution-dependent count. Dense-prediction configs
