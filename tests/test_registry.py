@@ -35,6 +35,7 @@ def test_build_by_bare_name_from_child_registry(scope, name):
     assert [tuple(o.shape[2:]) for o in outs] == [(8, 12), (2, 3)]
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_custom_imports_register_in_a_fresh_process(tmp_path):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text("custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)\n"

@@ -179,6 +179,7 @@ print(json.dumps([kernel_peak, bm.peak_memory(step, 'cpu')]))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 @pytest.mark.skipif(not osp.exists('/proc/self/clear_refs'), reason='needs Linux /proc')
 def test_cpu_peak_memory_matches_the_kernels_high_water_mark():
     """Independent oracle: in a process whose glibc hands every block over 64 KiB straight back to

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import cv2
+import pytest
 import torch
 
 import mmlinattn  # noqa: F401
@@ -80,6 +81,7 @@ FRESH_INTERPRETER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_apis_with_custom_imports_only(photograph, demo_checkpoints, tmp_path):
     det_cfg, det_ckpt = demo_checkpoints['det']
     seg_cfg, seg_ckpt = demo_checkpoints['seg']

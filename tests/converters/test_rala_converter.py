@@ -227,6 +227,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert 'is the source file' in refused(capsys, dst, dst, '--allow-custom', '--force')
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_refusal_is_one_line_from_the_command_line(tmp_path):
     out = subprocess.run([
         sys.executable,

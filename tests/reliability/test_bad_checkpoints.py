@@ -141,6 +141,7 @@ def test_explicit_override_loads_with_a_warning(corpus, name, monkeypatch):
                for level, msg in logged), logged
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_cli_one_line_exit_2(corpus, tmp_path):
     """The real command line: no traceback, one line, exit code 2, for a payload and a mismatch."""
     cases, marker = corpus

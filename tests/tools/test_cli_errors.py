@@ -26,6 +26,7 @@ def run_tool(tool, *args):
     return rc, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_command_line_is_one_line():
     proc = subprocess.run([sys.executable, 'tools/train.py', 'configs/maskrcnn_ravlt_t_dmeo.py'],
                           cwd=ROOT,

@@ -47,6 +47,7 @@ def test_detection_png(demo_tool, demo_checkpoints, photograph, tmp_path, capsys
     assert_png_like(printed[0], photograph)
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_segmentation_folder_cli(demo_checkpoints, two_photos, tmp_path):
     config, checkpoint = demo_checkpoints['seg']
     out_dir = tmp_path / 'vis'

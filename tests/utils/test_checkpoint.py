@@ -160,6 +160,7 @@ def test_damaged_files_get_the_converters_diagnostics_through_mmengine(tmp_path)
         load_checkpoint_file(str(good))['state_dict']['w'], torch.arange(1000.))
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_loader_switch_is_visible_and_can_be_turned_off(tmp_path):
     """``import mmlinattn`` replaces mmengine's local loader unless MMLINATTN_SAFE_LOADER=0."""
     import subprocess
