@@ -8,13 +8,11 @@ Asserts: exit status 0; world size 2, backend ``'nccl'``, model wrapped in mmeng
 kept); both ranks' parameters bitwise equal to each other and to the saved checkpoint; the
 validation ran (``mIoU`` logged).
 """
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
-from cuda_test_utils import ROOT, load_test_module
+from cuda_test_utils import load_test_module
 
 DIST = load_test_module('tests/tools/test_dist_scripts.py', '_mmlinattn_dist_script_tests')
 ITERS = 2
@@ -24,34 +22,7 @@ ITERS = 2
     not torch.cuda.is_available() or torch.cuda.device_count() < 2,
     reason='needs 2 CUDA devices (torch.cuda.device_count() < 2)')
 def test_two_gpu_nccl_training_ranks_agree(tmp_path):
-    data = tmp_path / 'data'
-    subprocess.run([
-        sys.executable, f'{ROOT}/tools/make_demo_data.py', '--out',
-        str(data), '--only', 'ade', '--num-train', '16', '--num-val', '4'
-    ],
-                   check=True,
-                   capture_output=True,
-                   timeout=300)
-    (tmp_path / 'rank_dump_hook.py').write_text(DIST.RANK_DUMP_HOOK)
-    ade = f'{data}/ade/'
-    config = tmp_path / 'upernet_two_gpus.py'
-    config.write_text(
-        textwrap.dedent(f'''
-        _base_ = ['{DIST.SEG_DEMO}']
-        custom_imports = dict(imports=['mmlinattn', 'rank_dump_hook'], allow_failed_imports=False)
-        syncbn_cfg = dict(type='SyncBN', requires_grad=True)
-        model = dict(backbone=dict(norm_cfg=syncbn_cfg), decode_head=dict(norm_cfg=syncbn_cfg),
-                     auxiliary_head=dict(norm_cfg=syncbn_cfg))
-        train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                                dataset=dict(data_root='{ade}'))
-        val_dataloader = dict(num_workers=0, persistent_workers=False,
-                              dataset=dict(data_root='{ade}'))
-        test_dataloader = val_dataloader
-        train_cfg = dict(max_iters={ITERS}, val_interval={ITERS})
-        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ITERS}))
-        custom_hooks = [dict(type='RankDumpHook')]
-        randomness = dict(seed=0)
-    '''))
+    config = DIST.two_rank_seg_config(tmp_path, iters=ITERS, data_timeout=300)
     work = tmp_path / 'work'
     proc = DIST.run_script(
         'dist_train.sh',

@@ -171,8 +171,14 @@ class RankDumpHook(Hook):
 '''
 
 
-@pytest.mark.slow
-def test_two_process_training_ranks_agree(tmp_path):
+def two_rank_seg_config(tmp_path, iters: int, data_timeout: int = 120):
+    """Write what a two-rank training run of the demo UperNet needs into ``tmp_path``: generated
+    ADE demo data, the :data:`RANK_DUMP_HOOK` module (put ``tmp_path`` on ``PYTHONPATH``) and a
+    config with SyncBN (as the real configs), ``iters`` iterations and a checkpoint at the end.
+
+    Returns:
+        Path: the config file.
+    """
     data = tmp_path / 'data'
     subprocess.run([
         sys.executable,
@@ -181,7 +187,7 @@ def test_two_process_training_ranks_agree(tmp_path):
     ],
                    check=True,
                    capture_output=True,
-                   timeout=120)
+                   timeout=data_timeout)
     (tmp_path / 'rank_dump_hook.py').write_text(RANK_DUMP_HOOK)
     ade = f'{data}/ade/'
     config = tmp_path / 'upernet_two_ranks.py'
@@ -197,11 +203,17 @@ def test_two_process_training_ranks_agree(tmp_path):
         val_dataloader = dict(num_workers=0, persistent_workers=False,
                               dataset=dict(data_root='{ade}'))
         test_dataloader = val_dataloader
-        train_cfg = dict(max_iters=3, val_interval=3)
-        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=3))
+        train_cfg = dict(max_iters={iters}, val_interval={iters})
+        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={iters}))
         custom_hooks = [dict(type='RankDumpHook')]
         randomness = dict(seed=0)
     '''))
+    return config
+
+
+@pytest.mark.slow
+def test_two_process_training_ranks_agree(tmp_path):
+    config = two_rank_seg_config(tmp_path, iters=3)
     work = tmp_path / 'work'
     proc = run_script(
         'dist_train.sh',
