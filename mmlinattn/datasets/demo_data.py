@@ -131,7 +131,7 @@ def _prepare_out_dir(out: Path, kind: str, params: dict, overwrite: bool,
 
     Args:
         out: Output directory.
-        kind: ``'coco'`` or ``'ade'``.
+        kind: ``'coco'``, ``'ade'`` or ``'cls'``.
         params: Generation parameters (JSON-compatible) recorded in the marker file.
         overwrite: Regenerate even if the directory already holds this exact set.
         owned: Top-level entries of ``out`` that the generator writes (removed before regenerating).
@@ -396,6 +396,33 @@ def _coco_annotation(mask: np.ndarray, ann_id: int, image_id: int, label: int) -
         iscrowd=0)
 
 
+def _start_set(out_dir: Union[str, Path], kind: str, img_size: SizeLike, num_train: int,
+               num_val: int, seed: int, overwrite: bool,
+               owned: Sequence[str]) -> Tuple[Path, Tuple[int, int], dict, Optional[dict]]:
+    """What every generator does first: check the arguments, decide whether ``out_dir`` already
+    holds this exact set (:func:`_prepare_out_dir`) and, if not, create it with an incomplete
+    marker.
+
+    Returns:
+        tuple: ``(out, (w, h), params, info)``; ``info`` is the marker of an existing identical set
+        that is kept (nothing to write), None when the set is to be generated.
+    """
+    out = Path(out_dir)
+    w, h = _parse_size(img_size)
+    _check_counts(num_train, num_val)
+    params = dict(
+        num_train=int(num_train),
+        num_val=int(num_val),
+        img_size=[w, h],
+        seed=int(seed),
+        format_version=_FORMAT_VERSION)
+    info = _prepare_out_dir(out, kind, params, overwrite, owned=owned)
+    if info is None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_marker(out, kind, params, complete=False)
+    return out, (w, h), params, info
+
+
 def make_coco_demo(out_dir: Union[str, Path],
                    num_train: int = 64,
                    num_val: int = 16,
@@ -435,21 +462,11 @@ def make_coco_demo(out_dir: Union[str, Path],
         ValueError: Invalid counts or size.
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    w, h = _parse_size(img_size)
-    _check_counts(num_train, num_val)
-    params = dict(
-        num_train=int(num_train),
-        num_val=int(num_val),
-        img_size=[w, h],
-        seed=int(seed),
-        format_version=_FORMAT_VERSION)
-    splits = (('train', int(num_train)), ('val', int(num_val)))
-    info = _prepare_out_dir(out, 'coco', params, overwrite, owned=['train', 'val', 'annotations'])
+    out, (w, h), params, info = _start_set(out_dir, 'coco', img_size, num_train, num_val, seed,
+                                           overwrite, ['train', 'val', 'annotations'])
     generated = info is None
+    splits = (('train', int(num_train)), ('val', int(num_val)))
     if generated:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_marker(out, 'coco', params, complete=False)
         categories = [
             dict(id=i + 1, name=name, supercategory='shape')
             for i, name in enumerate(COCO_DEMO_CLASSES)
@@ -653,21 +670,11 @@ def make_ade_demo(out_dir: Union[str, Path],
         ValueError: Invalid counts or size.
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    w, h = _parse_size(img_size)
-    _check_counts(num_train, num_val)
-    params = dict(
-        num_train=int(num_train),
-        num_val=int(num_val),
-        img_size=[w, h],
-        seed=int(seed),
-        format_version=_FORMAT_VERSION)
-    splits = (('training', 'train', int(num_train)), ('validation', 'val', int(num_val)))
-    info = _prepare_out_dir(out, 'ade', params, overwrite, owned=['images', 'annotations'])
+    out, (w, h), params, info = _start_set(out_dir, 'ade', img_size, num_train, num_val, seed,
+                                           overwrite, ['images', 'annotations'])
     generated = info is None
+    splits = (('training', 'train', int(num_train)), ('validation', 'val', int(num_val)))
     if generated:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_marker(out, 'ade', params, complete=False)
         for split, short, n in splits:
             img_dir = out / 'images' / split
             ann_dir = out / 'annotations' / split
@@ -760,21 +767,11 @@ def make_cls_demo(out_dir: Union[str, Path],
         ValueError: Invalid counts or size.
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    w, h = _parse_size(img_size)
-    _check_counts(num_train, num_val)
-    params = dict(
-        num_train=int(num_train),
-        num_val=int(num_val),
-        img_size=[w, h],
-        seed=int(seed),
-        format_version=_FORMAT_VERSION)
-    splits = (('train', int(num_train)), ('val', int(num_val)))
-    info = _prepare_out_dir(out, 'cls', params, overwrite, owned=['train', 'val'])
+    out, (w, h), params, info = _start_set(out_dir, 'cls', img_size, num_train, num_val, seed,
+                                           overwrite, ['train', 'val'])
     generated = info is None
+    splits = (('train', int(num_train)), ('val', int(num_val)))
     if generated:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_marker(out, 'cls', params, complete=False)
         dir_counts = {}
         for split, n in splits:
             for name in COCO_DEMO_CLASSES:
