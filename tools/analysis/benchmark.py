@@ -471,7 +471,8 @@ def run_onnx(args, device, progress, rows):
                 progress.done()
             continue
         progress.step(f'build {name} (ONNX)')
-        model = bm.build_backbone(spec, device).eval()
+        model = bm.build_backbone(spec, device)
+        model.eval()  # not chained: mmdet's Swin returns None from train()
         history = []
         for h, w in args.onnx_sizes:
             progress.step(f'{name} {h}x{w} ONNX Runtime')
@@ -483,7 +484,10 @@ def run_onnx(args, device, progress, rows):
                 progress.done()
                 continue
             try:
-                result = _onnx_point(benchmark_backbone, model, (h, w), args)
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')  # the exporter's deprecation notes
+                    result = benchmark_backbone(
+                        model, (h, w), repeats=args.repeats, warmup=args.warmup, top_ops=5)
             except (RuntimeError, MemoryError) as err:
                 failure = str(err).splitlines()[0][:80]
                 rows.append(dict(common, status=f'skipped: failed: {failure}'))
@@ -502,13 +506,6 @@ def run_onnx(args, device, progress, rows):
                     status='ok'))
             progress.done()
         del model
-
-
-def _onnx_point(benchmark_backbone, model, shape, args):
-    """One ONNX Runtime point, with the sweep's repeats and warm-up."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the exporter's deprecation notes
-        return benchmark_backbone(model, shape, repeats=args.repeats, warmup=args.warmup, top_ops=5)
 
 
 # ----------------------------------------------------------------------------------------------
