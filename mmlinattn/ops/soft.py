@@ -198,14 +198,12 @@ def _newton_schulz_iterate(mat: torch.Tensor,
     ``traceable=True`` (graph export) computes the same values with tensor operations only: no
     host synchronisation, no data-dependent Python branch (see :func:`_batch_halving_search_scale`).
     """
-    if mode == 'shifted_inverse':
-        if traceable:
-            _refuse_export(mode)
-        if mat.numel() == 0:  # an empty batch
-            return mat.clone()
-        return _shifted_inverse(mat)
+    if traceable and mode == 'shifted_inverse':
+        _refuse_export(mode)
     if not traceable and mat.numel() == 0:  # an empty batch
         return mat.clone()
+    if mode == 'shifted_inverse':
+        return _shifted_inverse(mat)
     row_sum_max = mat.sum(-1).amax(-1)  # (...)
     if mode == 'newton_shifted':
         target = mat + _SHIFT * _eye_like(mat)
