@@ -256,6 +256,7 @@ def test_soft_small_is_the_official_code_and_the_readme_model_is_one_argument_aw
     assert code.arch['depths'] == [1, 3, 20, 4] and readme.arch['depths'] == [1, 3, 7, 4]
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_timm_script_wrapper_registers_the_models_before_the_script_runs(tmp_path):
     """timm's train.py / validate.py only know ``--model ravlt_s`` through tools/timm_script.py."""
     import subprocess

@@ -59,6 +59,7 @@ def test_revert_sync_batchnorm_keeps_sync_bn_with_cuda(monkeypatch, logged):
     assert cpu.has_sync_batchnorm(model) and not logged
 
 
+@pytest.mark.slow  # a fresh interpreter (imports mmdet/mmseg): ~5-8 s
 def test_sync_bn_in_a_cpu_process_group(tmp_path):
     """SyncBN fails to train on the CPU once a process group exists; the helpers fix it."""
     script = tmp_path / 'group.py'
