@@ -20,7 +20,11 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 
 import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
-from mmlinattn.utils.run_config import UserInputError, load_config, task_of  # noqa: E402
+from mmlinattn.utils.run_config import (
+    UserInputError,
+    check_checkpoint,
+    load_config,  # noqa: E402
+    task_of)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -83,6 +87,7 @@ def check_inputs(args):
         raise UserInputError(f'checkpoint {args.checkpoint!r} does not exist; train one with '
                              f'tools/train.py {args.config} or convert one with '
                              'tools/convert_checkpoint.py')
+    check_checkpoint(cfg, args.checkpoint, 'checkpoint', whole=True)
     import torch
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     if device.startswith('cuda') and not torch.cuda.is_available():

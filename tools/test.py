@@ -49,13 +49,23 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
+    if 'load_from' in (args.cfg_options or {}):
+        raise UserInputError(
+            f"--cfg-options load_from={args.cfg_options['load_from']} and the checkpoint "
+            f'argument {args.checkpoint} both name the weights to evaluate; tools/test.py '
+            'evaluates its checkpoint argument: drop load_from from --cfg-options')
     cfg = load_config(args.config, args.cfg_options)
     task = task_of(cfg)
     if not osp.exists(args.checkpoint):
         raise UserInputError(f'checkpoint {args.checkpoint!r} does not exist; train one with '
                              f'tools/train.py {args.config} or convert one with '
                              'tools/convert_checkpoint.py')
-    check_checkpoint(cfg, args.checkpoint, 'checkpoint')
+    if cfg.get('load_from') and osp.abspath(cfg.load_from) != osp.abspath(args.checkpoint):
+        print(
+            f'note: evaluating {args.checkpoint}; the config\'s load_from={cfg.load_from} (the '
+            'starting point of its training) is not used',
+            file=sys.stderr)
+    check_checkpoint(cfg, args.checkpoint, 'checkpoint', whole=True)
     check_datasets(cfg, ['test_dataloader'])
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint

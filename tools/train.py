@@ -5,7 +5,8 @@ The config's ``default_scope`` decides which codebase runs it. Examples::
     python tools/train.py configs/maskrcnn_ravlt_t_demo.py
     python tools/train.py configs/upernet_ravlt_t_demo.py --amp --work-dir work_dirs/seg
     python tools/train.py CONFIG --resume            # continue from the latest checkpoint in
-    work_dir
+    work_dir (with none there yet, it says so and starts anew)
+    python tools/train.py CONFIG --cfg-options load_from=CONVERTED.pth   # fine-tune from weights
 """
 import argparse
 import os
@@ -23,8 +24,8 @@ import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe che
 from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
 from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.run_config import check_checkpoint  # noqa: E402
-from mmlinattn.utils.run_config import (UserInputError, check_datasets, check_train_loop,
-                                        load_config, resume_checkpoint, task_of)
+from mmlinattn.utils.run_config import (UserInputError, build_model_on_meta, check_datasets,
+                                        check_train_loop, load_config, resume_checkpoint, task_of)
 
 
 def parse_args(argv=None):
@@ -75,13 +76,22 @@ def build_cfg(args):
             raise UserInputError(
                 '--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
+    build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
     if args.resume is not None:
         if args.resume != 'auto' and not osp.exists(args.resume):
             raise UserInputError(f'--resume: checkpoint {args.resume!r} does not exist')
         path = resume_checkpoint(cfg, args.resume)
-        # 'auto' with nothing saved yet starts from scratch, as mmengine does.
-        cfg.resume, cfg.load_from = True, path
-    elif cfg.get('load_from'):
+        if path is None:
+            # --resume in every launch of a job that may be pre-empted: the first one starts anew.
+            start = (f'from load_from={cfg.load_from}' if cfg.get('load_from') else 'from scratch')
+            print(
+                f'--resume: {cfg.work_dir} holds no checkpoint yet (no last_checkpoint file), so '
+                f'there is nothing to resume; training starts {start}',
+                file=sys.stderr)
+            cfg.resume = False
+        else:
+            cfg.resume, cfg.load_from = True, path
+    if not cfg.get('resume') and cfg.get('load_from'):
         check_checkpoint(cfg, cfg.load_from, 'load_from')
     needed = ['train_dataloader']
     if cfg.get('val_cfg') is not None:

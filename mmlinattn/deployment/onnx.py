@@ -129,7 +129,10 @@ def require_onnx() -> Tuple[Any, Any]:
 # Model building and weights
 
 
-def build_model(cfg, checkpoint: Optional[str] = None, seed: int = 0) -> Tuple[nn.Module, str]:
+def build_model(cfg,
+                checkpoint: Optional[str] = None,
+                seed: int = 0,
+                whole: bool = False) -> Tuple[nn.Module, str]:
     """Build the model of ``cfg`` in eval mode, with the weights of ``checkpoint`` or seeded random
     weights.
 
@@ -142,6 +145,8 @@ def build_model(cfg, checkpoint: Optional[str] = None, seed: int = 0) -> Tuple[n
             ``tools/train.py``) or a backbone checkpoint (official or converted with
             ``tools/convert_checkpoint.py``); None: random weights from ``seed``.
         seed (int): seed of the random initialisation. Defaults to 0.
+        whole (bool): the whole model is exported, so ``checkpoint`` must hold all its weights
+            (a backbone-only file is refused). Defaults to False.
 
     Returns:
         tuple[nn.Module, str]: the model and one line saying where its weights come from.
@@ -162,7 +167,7 @@ def build_model(cfg, checkpoint: Optional[str] = None, seed: int = 0) -> Tuple[n
                              'config (e.g. configs/upernet_ravlt_t_demo.py)')
     scope = task_of(cfg)
     if checkpoint is not None:
-        check_checkpoint(cfg, checkpoint, '--checkpoint')
+        check_checkpoint(cfg, checkpoint, '--checkpoint', whole=whole)
     model_cfg = copy.deepcopy(model_cfg)
     model_cfg['backbone'].pop('init_cfg', None)
     if model_cfg.get('pretrained') is not None:  # mmseg's spelling of the same

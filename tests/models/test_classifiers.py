@@ -275,3 +275,13 @@ def test_timm_script_wrapper_registers_the_models_before_the_script_runs(tmp_pat
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == 'SOFTClassifier' and "'--model'" in proc.stdout
+
+
+@pytest.mark.parametrize('name', ['ravlt_t', 'soft_tiny'])
+def test_pretrained_without_a_file_names_the_overlay(name):
+    """Before: timm's 'No pretrained weights exist ... use pretrained=False' and nothing else."""
+    from mmlinattn.models.classifiers.common import NoPretrainedFileError
+    with pytest.raises(
+            NoPretrainedFileError,
+            match=r"pretrained_cfg_overlay=dict\(file='path/to/checkpoint.pth'\)"):
+        timm.create_model(name, pretrained=True)

@@ -87,3 +87,81 @@ def test_length_override_that_the_loop_does_not_count(capfd):
     one_line(capfd, 'EpochBasedTrainLoop', 'train_cfg.max_epochs=N')
     assert tool.main([SEG_DEMO, '--cfg-options', 'train_cfg.max_epochs=1']) == 2
     one_line(capfd, 'IterBasedTrainLoop', 'train_cfg.max_iters=N')
+
+
+def _backbone_file(tmp_path, whole):
+    from mmlinattn.converters import save_checkpoint
+    state = torch.load(whole, map_location='cpu', weights_only=True)['state_dict']
+    path = tmp_path / 'backbone_only.pth'
+    save_checkpoint(
+        str(path), {
+            k[9:]: v
+            for k, v in state.items() if k.startswith('backbone.')
+        }, meta={})
+    return str(path)
+
+
+def test_test_tool_refuses_a_backbone_only_file(tmp_path, seg_checkpoint, capfd):
+    """Before: evaluated a random model (mIoU ~2) with exit 0."""
+    path = _backbone_file(tmp_path, seg_checkpoint)
+    assert load_tool('test').main([SEG_DEMO, path]) == 2
+    one_line(capfd, path, 'backbone-only RAVLT file', 'decode_head and auxiliary_head',
+             f'python tools/train.py {SEG_DEMO} --cfg-options load_from={path}')
+
+
+def test_test_tool_refuses_load_from_next_to_its_checkpoint(seg_checkpoint, capfd):
+    """Before: the load_from override was ignored without a word."""
+    assert load_tool('test').main(
+        [SEG_DEMO, seg_checkpoint, '--cfg-options', 'load_from=other.pth']) == 2
+    one_line(capfd, 'load_from=other.pth', 'drop load_from')
+
+
+def test_demo_tool_with_a_checkpoint_of_the_other_task(tmp_path, demo_checkpoints, photograph,
+                                                       capfd):
+    """Before: a traceback from init_model."""
+    det_checkpoint = demo_checkpoints['det'][1]
+    assert load_tool('demo').main(
+        [photograph, SEG_DEMO, det_checkpoint, '--out-dir',
+         str(tmp_path)]) == 2
+    one_line(capfd, det_checkpoint)
+
+
+@pytest.mark.parametrize('override, words', [
+    ('model.backbone.arch=tinyy', ('model.backbone:', "arch 'tinyy'", 'choose one of')),
+    ('model.backbone.out_indice=[0,1]',
+     ('model.backbone:', "RAVLT has no argument 'out_indice'", "did you mean 'out_indices'?")),
+    ('model.decode_head.type=UPerHeed', ('model.decode_head:', "type 'UPerHeed'")),
+    ('model.backbone.drop_path_rate=1.5', ('model.backbone:', 'drop_path_rate')),
+])
+def test_model_key_mistakes_are_one_line_in_every_tool(override, words, seg_checkpoint, capfd,
+                                                       tmp_path):
+    """Before: a 536-line log ending in a 15-frame traceback (train), tracebacks elsewhere."""
+    assert load_tool('train').main([SEG_DEMO, '--cfg-options', override]) == 2
+    one_line(capfd, *words)
+    assert load_tool('test').main([SEG_DEMO, seg_checkpoint, '--cfg-options', override]) == 2
+    one_line(capfd, *words)
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, capfd):
+    """Before: 'Auto resumed from the latest checkpoint None' and training from scratch."""
+    from mmlinattn.datasets.demo_data import make_ade_demo
+    root = str(tmp_path / 'ade') + '/'
+    make_ade_demo(root, num_train=2, num_val=1)
+    tool = load_tool('train')
+    args = tool.parse_args([
+        SEG_DEMO, '--work-dir',
+        str(tmp_path / 'empty'), '--resume', '--cfg-options',
+        f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}'
+    ])
+    cfg = tool.build_cfg(args)
+    assert cfg.resume is False and not cfg.get('load_from')
+    _, err = capfd.readouterr()
+    assert err.strip() == (f'--resume: {tmp_path / "empty"} holds no checkpoint yet (no '
+                           'last_checkpoint file), so there is nothing to resume; training starts '
+                           'from scratch')
+
+
+def test_resume_from_weights_without_training_state(tmp_path, seg_checkpoint, capfd):
+    tool = load_tool('train')
+    assert tool.main([SEG_DEMO, '--work-dir', str(tmp_path), '--resume', seg_checkpoint]) == 2
+    one_line(capfd, 'without a training state', f'--cfg-options load_from={seg_checkpoint}')

@@ -42,7 +42,10 @@ import mmlinattn  # noqa: E402,F401
 from mmlinattn.deployment.onnx import (DEFAULT_OPSET, PARTS, TOLERANCE, build_model, export_onnx,
                                        export_spec, require_onnx, simplify_onnx,
                                        verification_inputs, verify_onnx)
-from mmlinattn.utils.run_config import UserInputError, load_config  # noqa: E402
+from mmlinattn.utils.run_config import (
+    UserInputError,
+    build_model_on_meta,  # noqa: E402
+    load_config)
 
 EXIT_REFUSED = 2
 EXIT_MISMATCH = 1
@@ -103,7 +106,8 @@ def export(args):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    model, source = build_model(cfg, args.checkpoint, args.seed)
+    build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
+    model, source = build_model(cfg, args.checkpoint, args.seed, whole=args.part != 'backbone')
     print(source)
     spec = export_spec(model, args.part)
     out_dir = osp.dirname(osp.abspath(args.out))

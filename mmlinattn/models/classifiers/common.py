@@ -14,7 +14,10 @@ from timm.models._features import feature_take_indices
 from ...converters import convert_state_dict
 from ...utils.checkpoint import CheckpointError, safe_torch_load
 
-__all__ = ['checkpoint_filter_fn', 'PyramidClassifierMixin', 'imagenet_cfg']
+__all__ = [
+    'checkpoint_filter_fn', 'PyramidClassifierMixin', 'imagenet_cfg', 'NoPretrainedFileError',
+    'build_classifier'
+]
 
 
 def imagenet_cfg(**kwargs) -> Dict[str, Any]:
@@ -36,6 +39,37 @@ def imagenet_cfg(**kwargs) -> Dict[str, Any]:
         'license': 'apache-2.0',
         **kwargs
     }
+
+
+class NoPretrainedFileError(RuntimeError):
+    """``pretrained=True`` without a weights file: no weights are hosted for these models."""
+
+
+def build_classifier(cls, variant: str, pretrained: bool, **kwargs):
+    """timm's ``build_model_with_cfg`` for our classifiers (the official layouts go through
+    :func:`checkpoint_filter_fn`; features from the stage getter).
+
+    Raises:
+        NoPretrainedFileError: ``pretrained=True`` without
+            ``pretrained_cfg_overlay=dict(file=...)``.
+    """
+    from timm.models import build_model_with_cfg
+    try:
+        return build_model_with_cfg(
+            cls,
+            variant,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
+            **kwargs)
+    except RuntimeError as err:
+        if not str(err).startswith('No pretrained weights exist'):
+            raise
+        raise NoPretrainedFileError(
+            f'{variant}: no weights are hosted for this model; load a local file (official, '
+            "converted or timm-saved) with timm.create_model(..., pretrained=True, "
+            "pretrained_cfg_overlay=dict(file='path/to/checkpoint.pth')), or use "
+            'pretrained=False') from None
 
 
 def _source_arch(model: torch.nn.Module) -> Optional[str]:

@@ -19,11 +19,11 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ...archs import RAVLT_OFFICIAL_ATTN_TYPES
 from ..backbones.ravlt import RAVLT
-from .common import PyramidClassifierMixin, checkpoint_filter_fn, imagenet_cfg
+from .common import PyramidClassifierMixin, build_classifier, imagenet_cfg
 
 __all__ = ['RAVLTClassifier']
 
@@ -99,13 +99,7 @@ class RAVLTClassifier(PyramidClassifierMixin, RAVLT):
 
 def _create(variant: str, default_arch: str, pretrained: bool = False, **kwargs) -> RAVLTClassifier:
     kwargs.setdefault('arch', default_arch)  # a custom arch dict may replace the variant's
-    return build_model_with_cfg(
-        RAVLTClassifier,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **kwargs)
+    return build_classifier(RAVLTClassifier, variant, pretrained, **kwargs)
 
 
 # Official evaluation (classfication/main.py): resize 256, centre crop 224, bicubic.

@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ..backbones.soft import SOFT
-from .common import PyramidClassifierMixin, checkpoint_filter_fn, imagenet_cfg
+from .common import PyramidClassifierMixin, build_classifier, imagenet_cfg
 
 __all__ = ['SOFTClassifier']
 
@@ -120,13 +120,7 @@ def _create(variant: str,
             **kwargs) -> SOFTClassifier:
     kwargs.setdefault('arch', default_arch)
     kwargs.setdefault('normalization', normalization)
-    return build_model_with_cfg(
-        SOFTClassifier,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **kwargs)
+    return build_classifier(SOFTClassifier, variant, pretrained, **kwargs)
 
 
 _VARIANTS = {
