@@ -76,7 +76,6 @@ def build_cfg(args):
             raise UserInputError(
                 '--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
     if args.resume is not None:
         if args.resume != 'auto' and not osp.exists(args.resume):
             raise UserInputError(f'--resume: checkpoint {args.resume!r} does not exist')
@@ -97,6 +96,7 @@ def build_cfg(args):
     if cfg.get('val_cfg') is not None:
         needed.append('val_dataloader')
     check_datasets(cfg, needed)
+    build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
     return cfg
 
 

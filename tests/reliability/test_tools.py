@@ -89,6 +89,15 @@ def test_length_override_that_the_loop_does_not_count(capfd):
     one_line(capfd, 'IterBasedTrainLoop', 'train_cfg.max_iters=N')
 
 
+@pytest.fixture(scope='module')
+def small_ade(tmp_path_factory):
+    """A 2 + 1 image ADE-layout demo set (the train tool checks the data before the model)."""
+    from mmlinattn.datasets.demo_data import make_ade_demo
+    root = str(tmp_path_factory.mktemp('small_ade') / 'ade') + '/'
+    make_ade_demo(root, num_train=2, num_val=1)
+    return root
+
+
 def _backbone_file(tmp_path, whole):
     from mmlinattn.converters import save_checkpoint
     state = torch.load(whole, map_location='cpu', weights_only=True)['state_dict']
@@ -134,19 +143,18 @@ def test_demo_tool_with_a_checkpoint_of_the_other_task(tmp_path, demo_checkpoint
     ('model.backbone.drop_path_rate=1.5', ('model.backbone:', 'drop_path_rate')),
 ])
 def test_model_key_mistakes_are_one_line_in_every_tool(override, words, seg_checkpoint, capfd,
-                                                       tmp_path):
+                                                       small_ade):
     """Before: a 536-line log ending in a 15-frame traceback (train), tracebacks elsewhere."""
-    assert load_tool('train').main([SEG_DEMO, '--cfg-options', override]) == 2
+    data = [f'{split}_dataloader.dataset.data_root={small_ade}' for split in ('train', 'val')]
+    assert load_tool('train').main([SEG_DEMO, '--cfg-options', override, *data]) == 2
     one_line(capfd, *words)
     assert load_tool('test').main([SEG_DEMO, seg_checkpoint, '--cfg-options', override]) == 2
     one_line(capfd, *words)
 
 
-def test_resume_with_nothing_to_resume_says_so(tmp_path, capfd):
+def test_resume_with_nothing_to_resume_says_so(tmp_path, capfd, small_ade):
     """Before: 'Auto resumed from the latest checkpoint None' and training from scratch."""
-    from mmlinattn.datasets.demo_data import make_ade_demo
-    root = str(tmp_path / 'ade') + '/'
-    make_ade_demo(root, num_train=2, num_val=1)
+    root = small_ade
     tool = load_tool('train')
     args = tool.parse_args([
         SEG_DEMO, '--work-dir',
