@@ -52,6 +52,21 @@ COMMANDS = {
     'python tools/analysis/benchmark.py --retain-heap':
     'parses',
     'make benchmark': ('covered', 'Makefile'),
+    'python tools/make_demo_data.py':
+    'slow',
+    'python tools/convert_checkpoint.py tests/data/official/ravlt_custom_det.pth '
+    'work_dirs/journey/ravlt_backbone.pth --allow-custom':
+    'slow',
+    'python tools/train.py tests/data/journey/upernet_ravlt_custom_demo.py --work-dir '
+    'work_dirs/journey/ravlt --cfg-options load_from=work_dirs/journey/ravlt_backbone.pth':
+    'slow',
+    'python tools/test.py tests/data/journey/upernet_ravlt_custom_demo.py '
+    'work_dirs/journey/ravlt/iter_20.pth':
+    'slow',
+    'python tools/deployment/export_onnx.py tests/data/journey/upernet_ravlt_custom_demo.py '
+    '--checkpoint work_dirs/journey/ravlt/iter_20.pth --out work_dirs/journey/ravlt.onnx --part '
+    'model --dynamic --shape 256 256 --verify':
+    'slow',
     'python tools/deployment/export_onnx.py configs/maskrcnn_ravlt_s_coco.py --out '
     'work_dirs/onnx/ravlt_s.onnx --shape 512 512 --dynamic --verify':
     'slow',
@@ -87,7 +102,7 @@ def readme_commands():
 
 def scratch_repo(tmp_path):
     """A folder where README commands run as printed without touching the checkout."""
-    for name in ('configs', 'tools', 'mmlinattn'):
+    for name in ('configs', 'tools', 'mmlinattn', 'tests'):
         os.symlink(osp.join(ROOT, name), tmp_path / name)
     return tmp_path
 
