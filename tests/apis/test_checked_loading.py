@@ -152,3 +152,17 @@ def test_models_without_our_backbone_load_as_before(tmp_path):
     torch.save({'state_dict': {'0.weight': torch.ones(2, 2), 'bias': torch.zeros(1)}}, path)
     load_checkpoint(net, str(path))  # an unexpected key is mmengine's log line, as before
     torch.testing.assert_close(net[0].weight, torch.ones(2, 2))
+
+
+def test_inferencer_loads_a_backbone_only_file_into_the_backbone(demo_checkpoints, tmp_path,
+                                                                 logged):
+    from mmseg.apis import MMSegInferencer
+    config, whole = demo_checkpoints['seg']
+    backbone = _perturbed(_backbone_only(tmp_path / 'unused.pth', whole))
+    path = tmp_path / 'backbone.pth'
+    save_checkpoint(str(path), backbone, meta={})
+    inferencer = MMSegInferencer(model=config, weights=str(path), device='cpu')
+    key = sorted(k for k in backbone if k != '_extra_state')[0]
+    torch.testing.assert_close(
+        inferencer.model.backbone.state_dict()[key], backbone[key], rtol=0, atol=0)
+    assert any('backbone-only RAVLT file' in line for line in logged)
