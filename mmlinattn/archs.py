@@ -22,6 +22,8 @@ class ArchTable:
         required_keys (tuple[str]): keys a custom arch dict must have.
         defaults (dict): optional arch keys and their values when a custom dict omits them.
         num_stages (int): stages of every variant.
+        default_head_dim (int): head size assumed where neither the weights nor a record show a
+            stage's head count (see :meth:`complete`).
     """
     family: str
     backbone: str
@@ -30,6 +32,7 @@ class ArchTable:
     required_keys: Tuple[str, ...]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     num_stages: int = 4
+    default_head_dim: int = 32
 
     def names(self) -> Tuple[str, ...]:
         """Every accepted variant name, canonical and alias, sorted."""
@@ -64,6 +67,36 @@ class ArchTable:
                 return name
         return None
 
+    def complete(self, arch: Mapping[str, Any]) -> Tuple[Dict[str, Any], str]:
+        """``arch`` with its unknown (None) ``num_heads`` entries filled in, and a note on them.
+
+        A stage's head count that no tensor shape shows (SOFT's softmax stage; RAVLT without its
+        RoPE buffers or a settings record) defaults to the head size of the closest earlier stage
+        whose count is known, else ``default_head_dim``, and to one head where that size does not
+        divide the stage's width: an arch that builds, but an assumption.
+
+        Returns:
+            tuple: ``(arch, note)``: a copy of ``arch``, and a sentence naming every filled entry
+            and that it must be checked (empty when nothing was unknown).
+        """
+        arch = {k: _copy(v) for k, v in arch.items()}
+        heads = arch.get('num_heads')
+        if heads is None or all(h is not None for h in heads):
+            return arch, ''
+        filled, size, why = [], self.default_head_dim, 'the default head size'
+        for i, (width, count) in enumerate(zip(arch['embed_dims'], heads)):
+            if count is not None:
+                size, why = width // count, f'the head size of stage {i}'
+            elif width % size:
+                heads[i] = 1
+                filled.append(f'num_heads[{i}]=1 ({why}, {size}, does not divide {width})')
+            else:
+                heads[i] = width // size
+                filled.append(f'num_heads[{i}]={heads[i]} ({why}, {size})')
+        verb = 'is' if len(filled) == 1 else 'are'
+        return arch, (f'{", ".join(filled)} {verb} not recorded in the file, only assumed: check '
+                      'against the model the weights were trained with')
+
 
 def _copy(value):
     return list(value) if isinstance(value, (list, tuple)) else value
@@ -95,7 +128,8 @@ RAVLT_ARCHS = ArchTable(
     aliases={'tiny': 't', 'small': 's', 'base': 'b', 'large': 'l'},
     required_keys=('embed_dims', 'depths', 'num_heads'),
     defaults={'mlp_ratios': [3.5] * 4, 'layer_scale_init_values': [1.0] * 4,
-              'drop_path_rate': 0.1})
+              'drop_path_rate': 0.1},
+    default_head_dim=64)
 
 SOFT_ARCHS = ArchTable(
     family='soft', backbone='SOFT',
@@ -112,7 +146,8 @@ SOFT_ARCHS = ArchTable(
                  'num_heads': [2, 4, 11, 16]},
     },
     aliases={'t': 'tiny', 's': 'small', 'm': 'medium', 'l': 'large', 'h': 'huge'},
-    required_keys=('embed_dims', 'depths', 'num_heads'))
+    required_keys=('embed_dims', 'depths', 'num_heads'),
+    default_head_dim=32)
 # yapf: enable
 
 #: Family name -> table.

@@ -20,10 +20,10 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 
 from mmlinattn.converters import CONVERTER_VERSION  # noqa: E402
-from mmlinattn.converters import (BACKBONE_PREFIX, CheckpointError, backbone_config,
-                                  checkpoint_arch, convert_state_dict, family_converter,
-                                  load_checkpoint_file, registered_families, save_checkpoint,
-                                  unwrap_state_dict)
+from mmlinattn.converters import (BACKBONE_PREFIX, CheckpointError, advice_notes, backbone_advice,
+                                  backbone_config, checkpoint_arch, convert_state_dict,
+                                  family_converter, load_checkpoint_file, registered_families,
+                                  save_checkpoint, unwrap_state_dict)
 
 EXIT_REFUSED = 2
 
@@ -88,7 +88,8 @@ def convert(args) -> None:
     if result.variant == 'custom' and not args.allow_custom:
         raise CheckpointError(
             f'unknown variant: the shapes match no released {result.family.upper()} variant; '
-            f'pass --allow-custom to convert it anyway and build the backbone as {build}')
+            f'pass --allow-custom to convert it anyway and build the backbone as '
+            f'{backbone_advice(result)}')
     _check_consistent(result, args.whole_model)
     meta = dict(
         source=osp.abspath(args.src),
@@ -106,18 +107,13 @@ def convert(args) -> None:
           (f'  ({kind})' if kind else ''))
     print(f'keys: {result.summary()}; {len(result.dropped)} source keys dropped' +
           (f'; {len(result.classifier)} classifier-head keys kept (the timm classifier loads '
-           'them, a backbone ignores them)' if result.classifier else ''))
+           'them, a backbone only those it has)' if result.classifier else ''))
     for label, keys in (('missing', result.missing), ('unexpected', result.unexpected)):
         if keys:
             print(f'  {label}: {", ".join(keys[:8])}' + (' ...' if len(keys) > 8 else ''))
-    unknown = [
-        k if not isinstance(v, list) else
-        f'{k}[{", ".join(str(i) for i, x in enumerate(v) if x is None)}]'
-        for k, v in result.settings.items() if v is None or (isinstance(v, list) and None in v)
-    ]
-    if unknown:
-        print(f'not recorded in the source, inferred or left to the config: {", ".join(unknown)}')
     print(f'backbone: {build}')
+    for note in advice_notes(result):
+        print(f'check: {note}')
     print(f'wrote {args.dst}')
 
 

@@ -29,7 +29,7 @@ __all__ = [
     'ConversionResult', 'FamilyConverter', 'register_family', 'registered_families',
     'family_converter', 'detect_family', 'convert_state_dict', 'load_checkpoint_file',
     'checkpoint_arch', 'unwrap_state_dict', 'save_checkpoint', 'load_pretrained',
-    'reference_shapes', 'backbone_config'
+    'reference_shapes', 'backbone_config', 'backbone_advice', 'advice_notes'
 ]
 
 CONVERTER_VERSION = '1.1'
@@ -49,7 +49,9 @@ class ConversionResult:
             ``_extra_state``).
         family (str): e.g. ``'rala'``.
         variant (str): canonical variant name (``'t'``, ``'small'``, ...) or ``'custom'``.
-        arch (dict): the inferred ``arch`` argument of the backbone.
+        arch (dict): the inferred ``arch`` argument of the backbone, complete: entries the file
+            does not show (None in ``settings``) hold the arch table's default
+            (:meth:`~mmlinattn.archs.ArchTable.complete`), named in ``assumed``.
         source_format (str): ``'official-imagenet'``, ``'official-downstream'`` or
             ``'mmlinattn'``.
         settings (dict): the settings record: what the weights were trained with (``None`` where
@@ -60,7 +62,10 @@ class ConversionResult:
             of a detector when only the backbone is kept).
         classifier (list[str]): keys of an ImageNet classifier's head kept beside the backbone
             (under their names in the classifier, e.g. ``head.weight``): the timm models
-            (:mod:`mmlinattn.models.classifiers`) load them, a backbone ignores them.
+            (:mod:`mmlinattn.models.classifiers`) load them, a backbone only those it has (SOFT's
+            final ``norm`` with ``final_norm=True``).
+        assumed (str): what ``arch`` assumes because the file does not show it, as a sentence
+            to print beside it (empty if nothing).
         matched, missing, unexpected, mismatched (list[str]): filled by :meth:`compare`.
     """
     state_dict: Dict[str, torch.Tensor]
@@ -72,6 +77,7 @@ class ConversionResult:
     build_kwargs: Dict[str, Any] = field(default_factory=dict)
     dropped: List[str] = field(default_factory=list)
     classifier: List[str] = field(default_factory=list)
+    assumed: str = ''
     matched: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
@@ -80,13 +86,14 @@ class ConversionResult:
     def compare(self, expected: Mapping[str, torch.Size], prefix: str = '') -> 'ConversionResult':
         """Fill the key statistics against ``{key: shape}`` of the model to load into.
 
-        The settings record and the classifier head are not backbone weights and take no part.
+        The settings record takes no part, nor do the classifier's keys that ``expected`` lacks
+        (a backbone without the classifier's final norm, for instance).
 
         Args:
             expected: shapes of the target (backbone) state dict.
             prefix: only keys of ``state_dict`` under this prefix take part (stripped).
         """
-        skip = set(self.classifier)
+        skip = {k for k in self.classifier if k[len(prefix):] not in expected}
         ours = {
             k[len(prefix):]: v.shape
             for k, v in self.state_dict.items()
@@ -121,7 +128,9 @@ class FamilyConverter:
         convert_official (callable): ``(backbone_state_dict) -> (converted, dropped, hints)``;
             ``hints`` is a dict handed on to ``infer`` (e.g. head sizes read from buffers).
         infer (callable): ``(converted, hints) -> (arch, build_kwargs, settings)`` for our
-            layout; ``settings`` as far as the weights show them.
+            layout (``hints`` also holds the file's ``'arch'`` entry as ``'source_arch'``);
+            ``settings`` as far as the weights show them, None where they do not (also inside
+            ``num_heads``, which the arch then leaves None too).
         source_settings (callable): ``(source_arch, hints) -> settings`` from the file's
             ``'arch'`` entry and the hints; raises CheckpointError for another family's entry.
         optional_keys (Pattern): keys a backbone may lack without the file being incomplete
@@ -245,7 +254,8 @@ def reference_shapes(table: ArchTable, arch: Mapping[str, Any],
 def backbone_config(result: ConversionResult) -> Dict[str, Any]:
     """A ``backbone=dict(...)`` that builds the model these weights belong to (paste it into a
     config): type, arch (variant name or full dict), the recorded settings that differ from the
-    backbone's defaults and the needed constructor arguments."""
+    backbone's defaults and the needed constructor arguments. It builds and loads the weights as
+    they are; :func:`backbone_advice` adds what it had to assume."""
     table = _FAMILIES[result.family].table
     config: Dict[str, Any] = {'type': table.backbone}
     config['arch'] = result.variant if result.variant != 'custom' else {
@@ -264,6 +274,19 @@ def backbone_config(result: ConversionResult) -> Dict[str, Any]:
             continue
         config[key] = tuple(value) if isinstance(value, list) else value
     return config
+
+
+def backbone_advice(result: ConversionResult) -> str:
+    """:func:`backbone_config` as text, followed by what it assumes and must be checked (values
+    the file does not record, e.g. SOFT's stage-3 heads or SOFT vs SOFT++), in parentheses."""
+    return str(backbone_config(result)) + ''.join(f' ({note})' for note in advice_notes(result))
+
+
+def advice_notes(result: ConversionResult) -> List[str]:
+    """What a printed backbone config assumes for these weights: the arch entries the file does
+    not show and the family's undecided settings (see :class:`FamilyConverter`)."""
+    undecided = _FAMILIES[result.family].undecided(result.settings)
+    return [note for note in (result.assumed, undecided) if note]
 
 
 def _plain(value):
@@ -287,7 +310,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         family (str): ``'auto'`` or a family name; a mismatch with the detected family is refused.
         whole_model (bool): keep the non-backbone keys of a detector / segmentor checkpoint
             (backbone keys re-mapped under ``backbone.``); otherwise return the backbone only.
-        source_arch (str, optional): the file's ``'arch'`` entry (:func:`checkpoint_arch`).
+        source_arch (str, optional): the file's ``'arch'`` entry (:func:`checkpoint_arch`); also
+            handed to the family's ``infer`` as ``hints['source_arch']``.
 
     Returns:
         ConversionResult: compared against a backbone of the inferred arch.
@@ -329,6 +353,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         source_format = 'official-downstream' if is_detector else 'official-imagenet'
     else:
         converted, source_format = backbone, 'mmlinattn'
+    hints = {**hints, 'source_arch': source_arch}
     arch, build_kwargs, settings = converter.infer(converted, hints)
     settings = {
         **settings,
@@ -340,8 +365,10 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
     if recorded is not None:
         settings = _merge_record(settings, decode_settings(recorded), family)
     for key in converter.table.required_keys:
-        if settings.get(key) is not None and all(v is not None for v in settings[key]):
-            arch[key] = list(settings[key])
+        known = settings.get(key)
+        if known is not None and len(known) == len(arch[key]):
+            arch[key] = [a if k is None else k for a, k in zip(arch[key], known)]
+    arch, assumed = converter.table.complete(arch)
     variant = converter.table.variant_of(arch, keys=converter.table.required_keys) or 'custom'
     settings = {'family': family, **settings}
     converted = dict(converted)
@@ -360,11 +387,9 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
         settings=settings,
         build_kwargs=build_kwargs,
         dropped=dropped,
-        classifier=sorted(classifier))
-    shape_arch = dict(arch)
-    if any(h is None for h in shape_arch.get('num_heads', [None])):
-        shape_arch['num_heads'] = [1] * converter.table.num_stages  # shapes do not depend on it
-    reference = reference_shapes(converter.table, shape_arch, **build_kwargs)
+        classifier=sorted(classifier),
+        assumed=assumed)
+    reference = reference_shapes(converter.table, arch, **build_kwargs)
     if reference is not None:
         result.compare(reference, prefix=BACKBONE_PREFIX if whole_model else '')
     return result
@@ -372,7 +397,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
 
 def _merge_record(inferred: Dict[str, Any], recorded: Dict[str, Any],
                   family: str) -> Dict[str, Any]:
-    """The file's own settings record, checked against what its tensors show."""
+    """The file's own settings record, checked against what its tensors show; an entry that
+    one of them leaves unknown (None) is taken from the other."""
     if recorded.get('family') not in (None, family):
         raise CheckpointError(f"the file's settings record says family {recorded['family']!r}, but "
                               f'its tensors are {family.upper()}')
@@ -388,7 +414,13 @@ def _merge_record(inferred: Dict[str, Any], recorded: Dict[str, Any],
         raise CheckpointError(f"the file's settings record says {key}={mine!r}, but its tensors "
                               f'show {key}={value!r}; the file is inconsistent (edited by hand?)')
     merged = dict(inferred)
-    merged.update({k: v for k, v in recorded.items() if k != 'family'})
+    for key, mine in recorded.items():
+        value = merged.get(key)
+        if key == 'family' or (mine is None and value is not None):
+            continue
+        if isinstance(value, list) and isinstance(mine, list) and len(value) == len(mine):
+            mine = [v if m is None else m for v, m in zip(value, mine)]
+        merged[key] = mine
     return merged
 
 
@@ -572,7 +604,7 @@ def load_pretrained(module: torch.nn.Module,
             f'{checkpoint} does not fit this {name}: {len(result.mismatched)} tensors differ in '
             f'shape, e.g. {key} {tuple(result.state_dict[key].shape)} vs '
             f'{tuple(target[key].shape)}; the file holds variant {result.variant!r}: build the '
-            f'backbone as {backbone_config(result)}')
+            f'backbone as {backbone_advice(result)}')
     if not result.matched:
         raise CheckpointError(f'{checkpoint}: no key matches this {name}')
     if hasattr(module, 'check_checkpoint_settings'):

@@ -17,14 +17,19 @@ The official names appear only in this file. Key map (official -> ours)::
     block4.{i}.attn.q ++ attn.kv         stages.3.blocks.{i}.attn.qkv   (rows: q, k, v)
     block4.{i}.attn.proj, norm1, norm2   unchanged under stages.3.blocks.{i}.
     block4.{i}.mlp.fc1 / fc2             stages.3.blocks.{i}.ffn.layers.0.0 / ffn.layers.1
-    norm.*                               norm.*   (used with final_norm=True)
-    head.*                               kept as it is (the timm classifier's head)
+    norm.*, head.*                       kept as they are (the timm classifier's final norm
+                                         and head; a backbone loads norm.* with final_norm=True)
 
 :func:`convert_soft_state_dict` is the pure key map. :data:`SOFT_CONVERTER` plugs it into the
 converter framework (:mod:`mmlinattn.converters.common`, family ``'soft'``), which also accepts our
 own layout (backbone or whole detector / segmentor under ``backbone.``). The variant is inferred
 from the shapes and block counts (the official ``soft_small`` code config has 20 stage-2 blocks,
 the README's 24 M model 7: depths are read from the keys, never assumed).
+
+The classifier's final ``norm`` is part of its head, not of the dense-prediction backbone: the
+official stage-3 map (what a dense-prediction model takes, and the shipped configs build) is the
+map before it, so a classifier file's backbone config has ``final_norm=False`` (its default); a
+whole detector / segmentor trained with ``final_norm=True`` says so with ``backbone.norm.*``.
 
 SOFT and SOFT-Norm (SOFT++) files have identical keys; only the checkpoint's top-level ``'arch'``
 string (``'soft_*'`` vs ``'soft_norm_*'``) tells them apart. The converter turns it into the
@@ -146,13 +151,16 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor],
     """``arch``, constructor arguments and settings of a SOFT state dict in our key layout.
 
     ``num_heads`` of stages 0-2 is the channel count of the per-head V convolution. Stage 3 has
-    no such trace; the arch takes its head size equal to stage 2's (32 in every released
-    variant), and the settings leave it unknown (None).
+    no such trace: it comes from the file's ``'arch'`` entry (``hints['source_arch']``) when that
+    names a released variant with the same widths and stage 0-2 heads, else it is unknown (None
+    in arch and settings; :meth:`~mmlinattn.archs.ArchTable.complete` then assumes stage 2's head
+    size, 32 in every released variant).
 
     Returns:
         tuple: ``(arch, build_kwargs, settings)``; build_kwargs holds ``pretrain_img_size``,
-        ``final_norm`` and ``in_channels`` as found in the weights; settings the widths, depths,
-        heads, ``landmark_ratios`` and ``local_kernel_sizes``.
+        ``final_norm`` (whether ``norm.*`` is among the backbone keys) and ``in_channels`` as found
+        in the weights; settings the widths, depths, heads, ``landmark_ratios`` and
+        ``local_kernel_sizes``.
 
     Raises:
         CheckpointError: the keys do not describe a 4-stage SOFT backbone.
@@ -180,15 +188,8 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor],
             num_heads.append(local.shape[0])
             ratios.append(landmark.shape[-1])
             kernels.append(local.shape[-1])
-    head_dim = embed_dims[2] // num_heads[2]
-    if embed_dims[3] % head_dim:
-        raise CheckpointError(f'cannot infer the stage-3 heads: width {embed_dims[3]} is not a '
-                              f'multiple of the stage-2 head size {head_dim}')
-    arch = {
-        'embed_dims': embed_dims,
-        'depths': depths,
-        'num_heads': num_heads + [embed_dims[3] // head_dim]
-    }
+    num_heads.append(_entry_heads((hints or {}).get('source_arch'), embed_dims, num_heads))
+    arch = {'embed_dims': embed_dims, 'depths': depths, 'num_heads': list(num_heads)}
     pos = state_dict.get('stages.0.pos_embed')
     stem = state_dict.get('stem.0.conv.weight')
     build_kwargs = dict(
@@ -200,11 +201,25 @@ def infer_soft_arch(state_dict: Mapping[str, torch.Tensor],
     settings = {
         'embed_dims': embed_dims,
         'depths': depths,
-        'num_heads': num_heads + [None],
+        'num_heads': num_heads,
         'landmark_ratios': ratios,
         'local_kernel_sizes': kernels
     }
     return arch, build_kwargs, settings
+
+
+def _entry_heads(source_arch: Optional[str], embed_dims: List[int],
+                 num_heads: List[int]) -> Optional[int]:
+    """Stage-3 heads of the released variant an official ``'arch'`` entry names (``soft_tiny``,
+    ``soft_norm_small``, ...) if its widths and stage 0-2 heads are the file's; else None."""
+    match = re.match(r'^soft_(?:norm_)?([a-z]+)', (source_arch or '').lower())
+    name = SOFT_ARCHS.canonical(match.group(1)) if match else None
+    if name is None:
+        return None
+    released = SOFT_ARCHS.get(name)
+    if released['embed_dims'] != embed_dims or released['num_heads'][:3] != num_heads:
+        return None
+    return released['num_heads'][3]
 
 
 def _image_size(pos_table: Optional[torch.Tensor]):
@@ -238,8 +253,9 @@ def _describe(settings: Dict) -> str:
 def _undecided(settings: Dict) -> Optional[str]:
     if settings.get('normalization') is None:
         return ('the file does not record whether its weights are SOFT or SOFT++ (official files '
-                "say it in their 'arch' entry: soft_* or soft_norm_*); they were loaded into this "
-                "backbone's normalization as it is: make sure it is the one they were trained with")
+                "say it in their 'arch' entry: soft_* or soft_norm_*): the backbone's "
+                "normalization must be the one they were trained with ('none' for SOFT, 'core' for "
+                'SOFT++)')
     return None
 
 
@@ -254,7 +270,6 @@ SOFT_CONVERTER = FamilyConverter(
     our_signature=re.compile(r'^stages\.[012]\.blocks\.\d+\.attn\.landmark_conv\.weight$'),
     official_keys=re.compile(r'^(patch_embed\d\.|block\d\.\d+\.|pos_embed\d$|cls_token$)'),
     our_keys=re.compile(r'^(stem\.\d+\.|stages\.\d+\.)'),
-    optional_keys=re.compile(r'^norm\.'),
-    classifier_keys=re.compile(r'^head\.'))
+    classifier_keys=re.compile(r'^(head|norm)\.'))
 
 register_family(SOFT_CONVERTER)

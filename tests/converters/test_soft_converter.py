@@ -94,7 +94,9 @@ def test_soft_and_soft_norm_differ_only_in_the_arch_entry(name, norm):
     result = convert_soft(weights, source_arch=arch)
     assert result.variant == 'custom' and result.arch == FIXTURE_ARCH
     assert result.settings['normalization'] == ('core' if norm else 'none')
-    assert result.classifier == ['head.bias', 'head.weight'] and result.dropped == []
+    # The final norm belongs to the classifier: the official stage-3 map is taken before it.
+    assert result.classifier == ['head.bias', 'head.weight', 'norm.bias', 'norm.weight']
+    assert result.dropped == [] and not result.build_kwargs['final_norm']
     assert not result.missing and not result.unexpected and not result.mismatched
 
 

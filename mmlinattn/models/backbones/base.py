@@ -478,8 +478,10 @@ class PyramidBackbone(BaseModule):
         """The backbone-config change that makes this backbone match ``recorded[key]``."""
         if key in ARCH_SETTINGS:
             arch = {k: recorded.get(k, self.arch[k]) for k in ARCH_SETTINGS}
+            arch, assumed = self.arch_table.complete(arch)  # entries the record leaves None
             name = self.arch_table.variant_of(arch, keys=ARCH_SETTINGS)
-            return f'arch={name!r}' if name else f'arch={arch}'
+            fix = f'arch={name!r}' if name else f'arch={arch}'
+            return f'{fix} ({assumed})' if assumed else fix
         return f'{key}={tuple(value) if isinstance(value, list) else value!r}'
 
     def check_checkpoint_settings(self,

@@ -4,15 +4,16 @@ The classifiers are the mmdet / mmseg backbones themselves (subclasses of the fa
 so there is one implementation of the blocks and stages) plus the official classification head.
 Their state dicts therefore use our backbone keys beside the official head keys, and
 :func:`checkpoint_filter_fn` (timm's pretrained filter) converts any layout the converters read
-with the converters' own key maps.
+with the converters' own key maps. Weights of another arch are refused there, before timm loads
+them, with the ``timm.create_model`` call that builds the model they fit.
 """
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from timm.models._features import feature_take_indices
 
-from ...converters import convert_state_dict
-from ...utils.checkpoint import CheckpointError, safe_torch_load
+from ...converters import ConversionResult, advice_notes, backbone_config, convert_state_dict
+from ...utils.checkpoint import CheckpointError, CheckpointMismatchError, safe_torch_load
 
 __all__ = [
     'checkpoint_filter_fn', 'PyramidClassifierMixin', 'imagenet_cfg', 'NoPretrainedFileError',
@@ -72,10 +73,15 @@ def build_classifier(cls, variant: str, pretrained: bool, **kwargs):
             'pretrained=False') from None
 
 
+def _source_file(model: torch.nn.Module) -> Optional[str]:
+    """The file timm loads for ``model`` (``pretrained_cfg_overlay=dict(file=...)``), if any."""
+    return (getattr(model, 'pretrained_cfg', None) or {}).get('file')
+
+
 def _source_arch(model: torch.nn.Module) -> Optional[str]:
     """The ``'arch'`` entry of the file timm loads for ``model`` (timm's loader keeps only the
     weights, and for SOFT the entry is what tells SOFT from SOFT++ files)."""
-    path = (getattr(model, 'pretrained_cfg', None) or {}).get('file')
+    path = _source_file(model)
     if not path:
         return None
     try:
@@ -98,10 +104,63 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
     Raises:
         CheckpointError: another family's weights or a layout no converter reads (the
             converter's one-line message).
+        CheckpointMismatchError: weights of another arch or head size than the model's (unless
+            it has ``override_checkpoint_settings=True``), naming the ``timm.create_model`` call
+            that fits them.
     """
     family = model.arch_table.family
     result = convert_state_dict(state_dict, family=family, source_arch=_source_arch(model))
+    if not model.override_checkpoint_settings:
+        _refuse_another_arch(result, model)
     return dict(result.state_dict)
+
+
+def _refuse_another_arch(result: ConversionResult, model: torch.nn.Module) -> None:
+    """Raise if the weights' arch (the entries they show) or head differs from the model's."""
+    head = model.checkpoint_head_kwargs(result.state_dict)
+    differ = [
+        key for key, value in result.arch.items()
+        if not _same_where_known(value, model.arch.get(key), result.settings.get(key))
+    ] + [key for key, value in head.items() if getattr(model, key) != value]
+    if not differ:
+        return
+    theirs = {**result.arch, **head}
+    ours = {**model.arch, **{k: getattr(model, k) for k in head}}
+    name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or \
+        type(model).__name__
+    arguments = ', '.join([repr(name)] +
+                          [f'{k}={v!r}' for k, v in _timm_kwargs(result, model).items()])
+    raise CheckpointMismatchError(
+        f'{_source_file(model) or "the checkpoint"} holds weights with '
+        f'{", ".join(f"{k}={theirs[k]!r}" for k in differ)}, but this {type(model).__name__} has '
+        f'{", ".join(f"{k}={ours[k]!r}" for k in differ)}; build it as '
+        f'timm.create_model({arguments})' + ''.join(f' ({note})' for note in advice_notes(result)))
+
+
+def _timm_kwargs(result: ConversionResult, model: torch.nn.Module) -> Dict[str, Any]:
+    """The ``timm.create_model`` arguments of the classifier that ``result``'s weights fit: the
+    converter's backbone config in the classifiers' terms, and the head sizes they need."""
+    kwargs = {}
+    for key, value in backbone_config(result).items():
+        if key in ('type', 'final_norm'):  # a classifier always has the final norm
+            continue
+        kwargs['in_chans' if key == 'in_channels' else key] = value
+    defaults = type(model).default_arguments()
+    kwargs.update({
+        k: v
+        for k, v in model.checkpoint_head_kwargs(result.state_dict).items() if defaults.get(k) != v
+    })
+    return kwargs
+
+
+def _same_where_known(value: Any, ours: Any, known: Any) -> bool:
+    """``value == ours``, list entries that ``known`` (the settings) leaves None not compared."""
+    if not (isinstance(value, (list, tuple)) and isinstance(ours, (list, tuple))):
+        return value == ours
+    if len(value) != len(ours):
+        return False
+    known = known if isinstance(known, (list, tuple)) and len(known) == len(value) else value
+    return all(k is None or v == o for v, o, k in zip(value, ours, known))
 
 
 class PyramidClassifierMixin:
@@ -187,6 +246,11 @@ class PyramidClassifierMixin:
         if max_index < self.num_stages - 1 or prune_head:
             self.prune_head()
         return take_indices
+
+    def checkpoint_head_kwargs(self, state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+        """Constructor arguments (besides ``num_classes``, which timm handles) that a state dict's
+        classifier head needs, e.g. RAVLT's ``projection``; none by default."""
+        return {}
 
     def optional_state_keys(self) -> set:
         head = self.get_classifier()

@@ -61,7 +61,7 @@ class RAVLTClassifier(PyramidClassifierMixin, RAVLT):
             arch, attn_types=attn_types, out_norm_cfg=None, in_channels=in_chans, **kwargs)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.num_features = self.head_hidden_size = projection
+        self.projection = self.num_features = self.head_hidden_size = projection
         self.feature_info = self._pyramid_feature_info()
         self.proj = nn.Conv2d(self.embed_dims[-1], projection, 1)
         self.norm = nn.BatchNorm2d(projection)
@@ -73,6 +73,11 @@ class RAVLTClassifier(PyramidClassifierMixin, RAVLT):
 
     def get_classifier(self) -> nn.Module:
         return self.head
+
+    def checkpoint_head_kwargs(self, state_dict) -> dict:
+        """``projection``: the channels of the file's ``proj`` (1x1 conv before the head)."""
+        proj = state_dict.get('proj.weight')
+        return {} if proj is None else {'projection': proj.shape[0]}
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """A new (from-scratch) head with ``num_classes`` outputs (0: none)."""

@@ -115,11 +115,11 @@ class SOFTClassifier(PyramidClassifierMixin, SOFT):
 
 def _create(variant: str,
             default_arch: Any,
-            normalization: str,
+            default_normalization: str,
             pretrained: bool = False,
             **kwargs) -> SOFTClassifier:
     kwargs.setdefault('arch', default_arch)
-    kwargs.setdefault('normalization', normalization)
+    kwargs.setdefault('normalization', default_normalization)
     return build_classifier(SOFTClassifier, variant, pretrained, **kwargs)
 
 
