@@ -10,6 +10,7 @@ loads backbone-only files into the backbone (:func:`mmlinattn.loading.install_ch
 Set the environment variable ``MMLINATTN_SAFE_LOADER=0`` before the import to keep both of
 mmengine's own.
 """
+from . import engine  # noqa: F401  (registers the runner hooks)
 from . import models  # noqa: F401  (registers the backbones)
 from .loading import install_checked_loading
 from .utils.checkpoint import install_safe_checkpoint_loader, loader_switch_on
