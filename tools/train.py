@@ -99,9 +99,7 @@ def build_cfg(args):
     build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
     if cfg.get('compile'):
         # mmengine compiles train_step, optimizer.step included: dynamo needs plain-dict groups.
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='PlainParamGroupsHook')
-        ]
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='PlainParamGroupsHook')]
     return cfg
 
 
