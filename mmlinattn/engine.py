@@ -1,38 +1,83 @@
-"""Runner pieces for ``torch.compile`` (MMEngine's ``compile=True``), registered in the MMEngine
-root ``HOOKS`` registry so that mmdet and mmseg configs name them."""
-import torch
+"""``torch.compile`` for detectors and segmentors: regional compilation of their dense modules.
+
+MMEngine's ``compile=True`` compiles the whole ``train_step``: the data preprocessor (which sees
+every unpadded image size), the losses, and ``optimizer.step()``, whose parameter groups mmengine
+builds as ``ConfigDict`` objects that dynamo cannot trace and whose learning rate changes every
+iteration (a guard, so a recompilation per iteration until dynamo gives up). Our tools compile
+instead where the cost is and the shapes are regular: the backbone, the neck and a segmentor's
+decode heads (:func:`compile_dense_modules`), through :class:`CompileModelHook`. Each is compiled in
+place (``nn.Module.compile``), so state-dict keys, checkpoints and ``load_from`` are unchanged.
+"""
+from typing import Any, List
+
+import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-__all__ = ['plain_param_groups', 'PlainParamGroupsHook']
+__all__ = ['DENSE_MODULES', 'compile_dense_modules', 'CompileModelHook']
+
+#: Attributes of an mmdet / mmseg model that are compiled (RPN and RoI heads stay eager: their
+#: proposals and samples have data-dependent sizes).
+DENSE_MODULES = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 
 
-def plain_param_groups(optimizer: torch.optim.Optimizer) -> int:
-    """Make every parameter group of ``optimizer`` a plain ``dict``; returns how many changed.
+def compile_dense_modules(model: nn.Module, **compile_kwargs: Any) -> List[str]:
+    """Compile ``model``'s backbone, neck and decode heads in place.
 
-    mmengine builds optimizers from their config, so with ``paramwise_cfg`` (every shipped config
-    has one) each group is an mmengine ``ConfigDict``. Dynamo cannot trace ``optimizer.step()``
-    over those (``'UserDefinedDictVariable' object has no attribute 'items'``), which breaks
-    ``compile=True``. The groups hold the same entries afterwards; the optimizer's state is keyed
-    by parameter and is untouched.
+    Args:
+        model (nn.Module): a detector or segmentor (a model wrapper is looked through).
+        **compile_kwargs: passed to :func:`torch.compile` (``backend``, ``mode``, ``dynamic``,
+            ``fullgraph``, ...).
+
+    Returns:
+        list[str]: the names of the compiled modules.
     """
-    changed = 0
-    for index, group in enumerate(optimizer.param_groups):
-        if type(group) is not dict:
-            optimizer.param_groups[index] = dict(group)
-            changed += 1
-    return changed
+    from mmengine.model import is_model_wrapper
+    while is_model_wrapper(model):
+        model = model.module
+    compiled = []
+    for name in DENSE_MODULES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.ModuleList):
+            for item in module:
+                item.compile(**compile_kwargs)
+        elif isinstance(module, nn.Module):
+            module.compile(**compile_kwargs)
+        else:
+            continue
+        compiled.append(name)
+    return compiled
 
 
 @HOOKS.register_module()
-class PlainParamGroupsHook(Hook):
-    """Before training, :func:`plain_param_groups` on every optimizer of the runner (the tools
-    add it when a config sets ``compile``)."""
+class CompileModelHook(Hook):
+    """Compile the model's dense modules (:func:`compile_dense_modules`) before training or
+    testing. ``tools/train.py`` turns a config's ``compile=True`` / ``compile=dict(...)`` into
+    this hook; ``tools/test.py --compile`` adds it.
 
-    priority = 'VERY_HIGH'
+    Args:
+        **compile_kwargs: passed to :func:`torch.compile`.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, **compile_kwargs: Any) -> None:
+        self.compile_kwargs = compile_kwargs
+        self._done = False
+
+    def _compile(self, runner) -> None:
+        if self._done:
+            return
+        names = compile_dense_modules(runner.model, **self.compile_kwargs)
+        self._done = True
+        runner.logger.info(f'torch.compile({self.compile_kwargs or ""}) of the model\'s '
+                           f'{", ".join(names)}; the first iterations compile')
 
     def before_train(self, runner) -> None:
-        wrapper = runner.optim_wrapper
-        wrappers = wrapper.values() if hasattr(wrapper, 'values') else [wrapper]
-        for item in wrappers:
-            plain_param_groups(item.optimizer)
+        self._compile(runner)
+
+    def before_test(self, runner) -> None:
+        self._compile(runner)
+
+    def before_val(self, runner) -> None:
+        self._compile(runner)

@@ -20,11 +20,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source checkout
 
 import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
-from mmlinattn.utils.run_config import (
-    UserInputError,
-    check_checkpoint,
-    load_config,  # noqa: E402
-    task_of)
+from mmlinattn.engine import compile_dense_modules  # noqa: E402
+from mmlinattn.utils.run_config import load_config  # noqa: E402
+from mmlinattn.utils.run_config import UserInputError, check_checkpoint, task_of
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -45,6 +43,10 @@ def parse_args(argv=None):
         type=float,
         default=0.3,
         help='detection: draw instances scoring at least this (default: 0.3)')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the backbone, neck and decode heads (pays off for many images)')
     parser.add_argument(
         '--opacity',
         type=float,
@@ -111,11 +113,13 @@ def _library_output_to_stderr():
     return contextlib.redirect_stdout(sys.stderr)
 
 
-def draw_detections(cfg, checkpoint, device, images, out_files, score_thr):
+def draw_detections(cfg, checkpoint, device, images, out_files, score_thr, compile=False):
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
     with _library_output_to_stderr():
         model = init_detector(cfg, checkpoint, device=device)
+    if compile:
+        compile_dense_modules(model)
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='mmlinattn_demo_det'))
     visualizer.dataset_meta = model.dataset_meta
     for image, out_file in zip(images, out_files):
@@ -133,7 +137,7 @@ def draw_detections(cfg, checkpoint, device, images, out_files, score_thr):
         print(out_file, flush=True)
 
 
-def draw_segmentations(cfg, checkpoint, device, images, out_files, opacity):
+def draw_segmentations(cfg, checkpoint, device, images, out_files, opacity, compile=False):
     from mmseg.apis import inference_model, init_model
     from mmseg.registry import VISUALIZERS
 
@@ -141,6 +145,8 @@ def draw_segmentations(cfg, checkpoint, device, images, out_files, opacity):
     with _library_output_to_stderr():
         model = init_model(cfg, checkpoint, device=device)
         model = revert_sync_batchnorm_if_no_cuda(model)  # init_model keeps SyncBN
+    if compile:
+        compile_dense_modules(model)
     visualizer = VISUALIZERS.build(
         dict(type='SegLocalVisualizer', name='mmlinattn_demo_seg', alpha=opacity))
     visualizer.dataset_meta = dict(
@@ -161,9 +167,11 @@ def main(argv=None):
         out_files = output_names(images, args.out_dir)
         os.makedirs(args.out_dir, exist_ok=True)
         if task == 'mmdet':
-            draw_detections(cfg, args.checkpoint, device, images, out_files, args.score_thr)
+            draw_detections(cfg, args.checkpoint, device, images, out_files, args.score_thr,
+                            args.compile)
         else:
-            draw_segmentations(cfg, args.checkpoint, device, images, out_files, args.opacity)
+            draw_segmentations(cfg, args.checkpoint, device, images, out_files, args.opacity,
+                               args.compile)
     except UserInputError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

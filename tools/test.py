@@ -5,6 +5,7 @@ Examples::
     python tools/test.py configs/maskrcnn_ravlt_t_demo.py
     work_dirs/maskrcnn_ravlt_t_demo/iter_300.pth
     python tools/test.py CONFIG CKPT --show-dir vis   # also save drawn predictions
+    python tools/test.py CONFIG CKPT --compile        # torch.compile the dense modules
 """
 import argparse
 import os
@@ -39,6 +40,10 @@ def parse_args(argv=None):
         help='save drawn predictions (PNG) under SHOW_DIR inside the '
         'work dir; the folder is printed at the end')
     parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the backbone, neck and decode heads (the first images compile)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -80,6 +85,11 @@ def build_cfg(args):
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
         cfg.test_cfg.fp16 = True
+    compile_cfg = cfg.pop('compile', None)  # mmengine compiles train_step only
+    if args.compile or compile_cfg:
+        compile_cfg = dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
+        cfg.custom_hooks = list(cfg.get('custom_hooks')
+                                or []) + [dict(type='CompileModelHook', **compile_cfg)]
     if args.show_dir:
         hook = _visualization_hook(cfg, task)
         if task == 'mmdet':

@@ -97,9 +97,11 @@ def build_cfg(args):
         needed.append('val_dataloader')
     check_datasets(cfg, needed)
     build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
-    if cfg.get('compile'):
-        # mmengine compiles train_step, optimizer.step included: dynamo needs plain-dict groups.
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='PlainParamGroupsHook')]
+    compile_cfg = cfg.pop('compile', None)
+    if compile_cfg:  # mmlinattn.engine: the dense modules, not mmengine's whole train_step
+        compile_cfg = {} if compile_cfg is True else dict(compile_cfg)
+        cfg.custom_hooks = list(cfg.get('custom_hooks')
+                                or []) + [dict(type='CompileModelHook', **compile_cfg)]
     return cfg
 
 

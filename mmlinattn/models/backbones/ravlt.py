@@ -78,6 +78,10 @@ class GatedRoPEAttention(nn.Module):
         q, k, v = (
             t.reshape(batch, self.num_heads, self.head_dim, height * width).transpose(-1, -2)
             for t in (q, k, v))
+        if torch.compiler.is_compiling():
+            # AOT autograd's backward of these views of one conv output fails under torch 2.13
+            # ("view size is not compatible"); a copy makes them unit-stride (same values).
+            q, k, v = (t.contiguous() for t in (q, k, v))
         out = self.attn_op(q, k, v, sin, cos)
         out = out.transpose(-1, -2).reshape(batch, channels, height, width)
         return self.proj((out + lepe) * gate)
