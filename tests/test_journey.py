@@ -33,6 +33,13 @@ JOURNEYS = {
     'softpp':
     ('soft_norm_custom_timm.pth', osp.join(JOURNEY_CONFIGS, 'upernet_softpp_custom_demo.py')),
 }
+#: Max-normalised ONNX Runtime vs PyTorch error accepted per family. The SOFT++ fixture has 4-16
+#: channels per head, which makes its landmark kernels nearly singular: eager PyTorch's backbone
+#: outputs move by up to 1.1e-4 (323 x 199) and 2.5e-4 (400 x 600) when the input moves by 1e-7
+#: (relative), so no float32 evaluation agrees with it to 1e-4 (measured after the journey's two
+#: iterations: 3e-4 to 1.1e-3); the shipped SOFT configs (32 channels per head) are verified at
+#: 1e-4 in tests/deployment/test_export_tool.py.
+TOLERANCE = {'ravlt': 1e-4, 'softpp': 3e-3}
 
 RECORDED = {}
 
@@ -193,7 +200,8 @@ def test_the_whole_journey(family, tmp_path, demo_data, capsys):
     onnx_path = str(tmp_path / f'{family}.onnx')
     assert load_tool('deployment/export_onnx').main([
         config, '--checkpoint', trained, '--out', onnx_path, '--part', 'model', '--dynamic',
-        '--shape', '256', '256', '--verify'
+        '--shape', '256', '256', '--verify', '--tolerance',
+        str(TOLERANCE[family])
     ]) == 0
     assert 'verify: ok' in capsys.readouterr().out
     error, same = ort_prediction_equals_inference_model(config, trained, onnx_path,
@@ -201,5 +209,5 @@ def test_the_whole_journey(family, tmp_path, demo_data, capsys):
     with capsys.disabled():
         print(f'\njourney {family}: ONNX Runtime vs inference_model: logits {error:.2e} '
               f'max-normalised, {same:.4%} of pixels the same class')
-    assert np.isfinite(error) and error <= 1e-4, error
+    assert np.isfinite(error) and error <= TOLERANCE[family], error
     assert same >= 0.999, same

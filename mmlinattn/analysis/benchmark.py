@@ -205,8 +205,9 @@ SOFT_CONFIG_MODE = dict(pinv_mode='shifted_inverse')
 #: The previous configs' mode, as the previous op computed it (released evaluation order,
 #: 20 per-matrix Newton steps): the "before" row of the performance comparison.
 SOFT_PREVIOUS_MODE = dict(pinv_mode='newton', backend='released_order')
-#: The mode a SOFT++ model is exported to ONNX with (``'shifted_inverse'`` needs a Cholesky, which
-#: ONNX lacks): 20 Newton steps with a scale per matrix, no coupling between the images of a batch.
+#: The ``'(exportable)'`` rows: 20 Newton steps with a scale per matrix, the mode SOFT++ was
+#: exported with before ``'shifted_inverse'`` exported too (as a converged Newton-Schulz iteration,
+#: :func:`mmlinattn.ops.soft.shifted_inverse_newton_steps`); kept so the recorded ONNX rows compare.
 SOFT_EXPORT_MODE = dict(pinv_mode='newton')
 
 _SWIN_T = dict(

@@ -42,8 +42,14 @@ Numerics: the ops take their export forms only while exporting
 operations (the ``'newton_batch_scaled'`` halving search with ``torch.where``, the same scale bit
 for bit), SOFT's bounded landmark grid with tensor arithmetic (the same integers as
 :func:`~mmlinattn.ops.soft.landmark_grid_size`) and its average pooling, like mmseg's pyramid
-pooling (``nn.AdaptiveAvgPool2d``), as two matrix products whose size follows the input. Eager
-PyTorch is unchanged. ``pinv_mode='shifted_inverse'`` is refused (ONNX has no Cholesky).
+pooling (``nn.AdaptiveAvgPool2d``), as two matrix products whose size follows the input; and
+``pinv_mode='shifted_inverse'`` (Cholesky in PyTorch; ONNX has no Cholesky, linear solve or
+eigen-decomposition) as a Newton-Schulz iteration on the same ``A + 0.01 I`` with a fixed step
+count that converges to float32 rounding for up to
+:data:`~mmlinattn.ops.soft.SHIFTED_INVERSE_EXPORT_MAX_SIZE` landmarks
+(:func:`~mmlinattn.ops.soft.shifted_inverse_newton_steps`): the Cholesky inverse up to rounding.
+An example with more landmarks is refused (:class:`~mmlinattn.ops.export.ExportUnsupportedError`,
+naming ``max_landmarks``). Eager PyTorch is unchanged.
 
 **Not exportable: the post-processed detector** (boxes, labels, masks). On this stack:
 
@@ -422,7 +428,7 @@ def export_onnx(spec: ExportSpec,
 
     Raises:
         UserInputError: an opset out of range, or a setting that cannot be exported (e.g.
-            ``pinv_mode='shifted_inverse'``), in one line.
+            more SOFT landmarks than the exported ``'shifted_inverse'`` covers), in one line.
     """
     onnx, _ = require_onnx()
     from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
@@ -463,9 +469,9 @@ def export_onnx(spec: ExportSpec,
                 do_constant_folding=True)
         except ExportUnsupportedError as err:
             hint = ''
-            if 'pinv_mode' in str(err):
-                hint = ' (in a config: model.backbone.pinv_mode, e.g. --cfg-options ' \
-                       'model.backbone.pinv_mode=newton_shifted)'
+            if 'max_landmarks' in str(err):
+                hint = ' (in a config: model.backbone.max_landmarks, e.g. --cfg-options ' \
+                       'model.backbone.max_landmarks=256)'
             raise UserInputError(f'{err}{hint}') from None
     onnx.checker.check_model(path)
     frozen = []
@@ -570,6 +576,9 @@ def compare_outputs(reference: Sequence[torch.Tensor],
                     label: str = '') -> Comparison:
     """Max absolute and max-normalised errors of ``outputs`` against ``reference``.
 
+    A NaN (or infinity) where the other side has another value is an infinite error; NaN in both
+    agrees. The scale of the normalisation is the largest finite ``|reference|``.
+
     Args:
         reference (Sequence[Tensor]): PyTorch outputs.
         outputs (Sequence[ndarray]): ONNX Runtime outputs, same order and shapes.
@@ -591,8 +600,12 @@ def compare_outputs(reference: Sequence[torch.Tensor],
         out = np.asarray(out, dtype=np.float64)
         if ref.shape != out.shape:
             raise ValueError(f'{name}: shape {out.shape} against {ref.shape}')
-        diff = float(np.abs(out - ref).max()) if ref.size else 0.0
-        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        with np.errstate(invalid='ignore'):
+            same = (out == ref) | (np.isnan(out) & np.isnan(ref))
+            error = np.nan_to_num(np.where(same, 0.0, np.abs(out - ref)), nan=np.inf)
+        finite = np.abs(ref[np.isfinite(ref)])
+        diff = float(error.max()) if ref.size else 0.0
+        scale = float(finite.max()) if finite.size else 0.0
         per_output[name] = (diff, diff / scale if scale > 0 else diff)
     return Comparison(label, max(v[0] for v in per_output.values()),
                       max(v[1] for v in per_output.values()), per_output)

@@ -7,11 +7,14 @@ at run time (``adaptive_avg_pool2d`` with an output size other than 1 is one). T
 :func:`is_exporting` and use the functions here instead, which compute sizes with tensor operations
 so that one exported file is correct at every input size.
 """
-from typing import Sequence, Union
+import warnings
+from typing import Optional, Sequence, Union
 
 import torch
 
-__all__ = ['is_exporting', 'adaptive_avg_pool2d_exportable', 'ExportUnsupportedError']
+__all__ = [
+    'is_exporting', 'example_size', 'adaptive_avg_pool2d_exportable', 'ExportUnsupportedError'
+]
 
 Size = Union[int, torch.Tensor]
 
@@ -23,6 +26,29 @@ class ExportUnsupportedError(RuntimeError):
 def is_exporting() -> bool:
     """True while ``torch.onnx.export`` (either exporter) or ``torch.export`` traces the model."""
     return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
+def example_size(size: Size) -> Optional[int]:
+    """The value of a tensor size at the example input of an export, for a check that decides
+    whether to export and adds nothing to the graph.
+
+    The TorchScript tracer hands sizes out as 0-dim tensors and warns when one is read as a Python
+    number (that number would be frozen into the graph); here it is read on purpose, so the warning
+    is silenced. ``torch.export``'s symbolic sizes have no single value: None.
+
+    Args:
+        size (int | Tensor | SymInt): e.g. ``x.shape[-1]``.
+
+    Returns:
+        int | None
+    """
+    if isinstance(size, int):
+        return size
+    if torch.is_tensor(size):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', torch.jit.TracerWarning)
+            return int(size)
+    return None
 
 
 def _pooling_matrix(in_size: Size, out_size: Size, dtype: torch.dtype,

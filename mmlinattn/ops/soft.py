@@ -36,7 +36,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .export import ExportUnsupportedError, is_exporting
+from .export import ExportUnsupportedError, example_size, is_exporting
 from .registry import register_op
 
 __all__ = [
@@ -44,7 +44,8 @@ __all__ = [
     'resolve_pinv_mode', 'newton_schulz_pinv_macs', 'gaussian_kernel', 'gaussian_kernel_reference',
     'newton_schulz_pinv', 'newton_schulz_pinv_reference', 'softmax_free_attention',
     'softmax_free_attention_reference', 'softmax_free_attention_released_order',
-    'landmark_grid_size', 'landmark_grid_size_exportable', 'EXPORTABLE_PINV_MODES'
+    'landmark_grid_size', 'landmark_grid_size_exportable', 'EXPORTABLE_PINV_MODES',
+    'SHIFTED_INVERSE_EXPORT_MAX_SIZE', 'shifted_inverse_newton_steps'
 ]
 
 #: How the landmark kernel ``A`` is inverted, named by what is computed (see
@@ -62,9 +63,13 @@ PINV_MODE_ALIASES = {
 #: Modes whose result for one matrix depends on the other matrices of the batch (one shared scale):
 #: an image's output depends on its batch, and a NaN / inf in one image makes all of them NaN.
 BATCH_COUPLED_PINV_MODES = ('newton_batch_scaled', )
-#: Modes that export to ONNX with the same computation (``'shifted_inverse'`` needs a Cholesky
-#: factorisation, which ONNX does not have).
-EXPORTABLE_PINV_MODES = ('newton_shifted', 'newton_batch_scaled', 'newton')
+#: Modes that export to ONNX with the same numerics: the Newton modes as the same iteration,
+#: ``'shifted_inverse'`` (ONNX has no Cholesky) as a Newton-Schulz iteration run to convergence
+#: (see :func:`shifted_inverse_newton_steps`), equal to the Cholesky inverse up to float rounding.
+EXPORTABLE_PINV_MODES = ('newton_shifted', 'newton_batch_scaled', 'newton', 'shifted_inverse')
+#: Largest landmark count ``m`` for which the export form of ``'shifted_inverse'`` has converged;
+#: bound the count with ``max_landmarks`` (the shipped configs use 256).
+SHIFTED_INVERSE_EXPORT_MAX_SIZE = 4096
 #: Symmetric normalisation variants, see :func:`softmax_free_attention`.
 NORMALIZATIONS = ('none', 'core', 'full')
 
@@ -180,15 +185,6 @@ def _batch_halving_search_scale(mat: torch.Tensor, alpha: torch.Tensor) -> torch
     return torch.where(found, chosen, alpha)
 
 
-def _refuse_export(mode: str) -> None:
-    raise ExportUnsupportedError(
-        f'pinv_mode={mode!r} cannot be exported with the same numerics: it factorises A + 0.01 I '
-        '(Cholesky, with an eigen-decomposition fallback), and ONNX has no Cholesky, linear solve '
-        "or eigen-decomposition operator; export with pinv_mode='newton_shifted' (the "
-        'Newton-Schulz iteration on the same A + 0.01 I, a different function unless converged: '
-        "fine-tune or raise newton_iters) or 'newton'")
-
-
 def _newton_schulz_iterate(mat: torch.Tensor,
                            num_iters: int,
                            mode: str,
@@ -196,14 +192,13 @@ def _newton_schulz_iterate(mat: torch.Tensor,
     """The forward iteration shared by the fast op; ``mat`` is ``(..., m, m)``, no autograd.
 
     ``traceable=True`` (graph export) computes the same values with tensor operations only: no
-    host synchronisation, no data-dependent Python branch (see :func:`_batch_halving_search_scale`).
+    host synchronisation, no data-dependent Python branch (see :func:`_batch_halving_search_scale`
+    and, for ``'shifted_inverse'``, :func:`_shifted_inverse_traceable`).
     """
-    if traceable and mode == 'shifted_inverse':
-        _refuse_export(mode)
     if not traceable and mat.numel() == 0:  # an empty batch
         return mat.clone()
     if mode == 'shifted_inverse':
-        return _shifted_inverse(mat)
+        return _shifted_inverse_traceable(mat) if traceable else _shifted_inverse(mat)
     row_sum_max = mat.sum(-1).amax(-1)  # (...)
     if mode == 'newton_shifted':
         target = mat + _SHIFT * _eye_like(mat)
@@ -250,6 +245,70 @@ def _shifted_inverse(mat: torch.Tensor) -> torch.Tensor:
         if bool(repair.any()):
             inv[repair] = _eigen_pinv(target[repair])
     return inv
+
+
+def shifted_inverse_newton_steps(max_size: int, dtype: torch.dtype = torch.float32) -> int:
+    """Newton-Schulz steps after which the export form of ``'shifted_inverse'`` has converged to
+    the rounding of ``dtype`` for every landmark kernel of size ``m <= max_size``.
+
+    The iteration ``V <- 2 V - V T V`` on ``T = A_s + 0.01 I``, started at ``V_0 = alpha I``, keeps
+    ``V`` a polynomial in ``T``, so it acts on each eigenvalue ``lambda`` of ``T`` on its own: the
+    error ``1 - lambda v`` starts at ``1 - alpha lambda`` and is squared by every step. A Gaussian
+    kernel is positive semi-definite with entries in ``[0, 1]``, so ``lambda`` lies in
+    ``[0.01, s]`` where ``s <= m + 0.01`` is the largest row sum of ``T`` (entries are
+    non-negative); ``alpha = 2 / (s + 0.01)`` bounds every starting error by
+    ``e0 = (s - 0.01) / (s + 0.01) <= m / (m + 0.02)``. The count is the smallest ``k`` with
+    ``e0 ** (2 ** k) <= u`` (``u`` the unit roundoff of ``dtype``) at ``m = max_size``, plus one
+    step of margin for the rounding of ``s`` and of the iterates.
+
+    Args:
+        max_size (int): bound on the matrix size ``m``.
+        dtype (torch.dtype): float32 or float64. Defaults to float32.
+
+    Returns:
+        int: the step count (23 for ``m <= 4096`` in float32).
+
+    Examples:
+        >>> shifted_inverse_newton_steps(256), shifted_inverse_newton_steps(4096)
+        (19, 23)
+    """
+    if max_size < 1:
+        raise ValueError(f'max_size must be a positive int, got {max_size}')
+    unit_roundoff = torch.finfo(dtype).eps / 2
+    log_e0 = math.log1p(-2 * _SHIFT / (max_size + 2 * _SHIFT))  # log(m / (m + 0.02)), < 0
+    return math.ceil(math.log2(math.log(unit_roundoff) / log_e0)) + 1
+
+
+def _shifted_inverse_traceable(mat: torch.Tensor) -> torch.Tensor:
+    """The export form of :func:`_shifted_inverse` (ONNX has no Cholesky): the same
+    ``(A_s + 0.01 I)^-1`` by a Newton-Schulz iteration with the fixed step count of
+    :func:`shifted_inverse_newton_steps` for ``m <= SHIFTED_INVERSE_EXPORT_MAX_SIZE``, tensor
+    operations only. Where a graph later meets a larger ``m`` (unbounded landmarks, a larger image)
+    the step count no longer covers it and the result is NaN, not an unconverged inverse. Per
+    matrix, as the eager op; the eager eigen-decomposition fallback for matrices Cholesky rejects
+    (not positive definite, which a Gaussian kernel plus 0.01 I is unless rounding breaks it) has
+    no counterpart: such a matrix does not converge.
+
+    Raises:
+        ExportUnsupportedError: the example input's ``m`` is larger than the bound.
+    """
+    size = mat.shape[-1]  # a 0-dim tensor while the TorchScript tracer runs
+    traced = example_size(size)
+    if traced is not None and traced > SHIFTED_INVERSE_EXPORT_MAX_SIZE:
+        raise ExportUnsupportedError(
+            f"pinv_mode='shifted_inverse' exports as a Newton-Schulz iteration whose step count "
+            f'covers up to {SHIFTED_INVERSE_EXPORT_MAX_SIZE} landmarks, and this input has '
+            f'{traced}; bound the landmark count with max_landmarks (e.g. 256, as the shipped '
+            'configs do) or export at a smaller input size')
+    eye = _eye_like(mat)
+    target = (mat + mat.transpose(-1, -2)) / 2 + _SHIFT * eye
+    alpha = 2 / (target.sum(-1).amax(-1) + _SHIFT)  # (...)
+    inv = alpha[..., None, None] * eye
+    for _ in range(shifted_inverse_newton_steps(SHIFTED_INVERSE_EXPORT_MAX_SIZE, mat.dtype)):
+        inv = 2 * inv - inv @ target @ inv
+    covered = (size if torch.is_tensor(size) else torch.tensor(size)) <= \
+        SHIFTED_INVERSE_EXPORT_MAX_SIZE
+    return torch.where(covered, inv, torch.full_like(inv, float('nan')))
 
 
 def _eigen_pinv(mat: torch.Tensor) -> torch.Tensor:
@@ -363,8 +422,12 @@ def newton_schulz_pinv(mat: torch.Tensor,
 
     While the model is exported (:func:`mmlinattn.ops.export.is_exporting`) the iteration runs as
     plain tensor operations (unrolled in the graph, the halving search evaluated with
-    ``torch.where``, same values); ``'shifted_inverse'`` then raises
-    :class:`~mmlinattn.ops.export.ExportUnsupportedError` (ONNX has no Cholesky).
+    ``torch.where``, same values). ``'shifted_inverse'`` (ONNX has no Cholesky) then runs a
+    Newton-Schulz iteration on ``A_s + 0.01 I`` from ``V_0 = alpha I``, whose fixed step count
+    (:func:`shifted_inverse_newton_steps`) converges for every ``m`` up to
+    :data:`SHIFTED_INVERSE_EXPORT_MAX_SIZE`: the Cholesky inverse up to float rounding, with no
+    host synchronisation. A larger ``m`` raises
+    :class:`~mmlinattn.ops.export.ExportUnsupportedError` at export and gives NaN in the graph.
 
     Args:
         mat (Tensor): ``(..., m, m)``.

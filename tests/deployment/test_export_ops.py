@@ -1,17 +1,24 @@
 """The export forms of the ops compute what eager PyTorch computes.
 
-Bit for bit where they are the same arithmetic (the Newton-Schulz iteration of every exportable
-mode, the batch-scaled halving search, the bounded landmark grid); to rounding where the order of
-a sum changes (average pooling as matrix products).
+Bit for bit where they are the same arithmetic (the Newton-Schulz iteration of every Newton mode,
+the batch-scaled halving search, the bounded landmark grid); to rounding where the order of a sum
+changes (average pooling as matrix products) or the algorithm does (``'shifted_inverse'``: a
+converged Newton-Schulz iteration in place of Cholesky).
 """
+import math
+
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from mmlinattn.deployment.onnx import create_session
+from mmlinattn.ops import soft
 from mmlinattn.ops.export import (ExportUnsupportedError, adaptive_avg_pool2d_exportable,
-                                  is_exporting)
-from mmlinattn.ops.soft import (_newton_schulz_iterate, gaussian_kernel, landmark_grid_size,
-                                landmark_grid_size_exportable, newton_schulz_pinv)
+                                  example_size, is_exporting)
+from mmlinattn.ops.soft import (SHIFTED_INVERSE_EXPORT_MAX_SIZE, _newton_schulz_iterate,
+                                gaussian_kernel, landmark_grid_size, landmark_grid_size_exportable,
+                                newton_schulz_pinv, shifted_inverse_newton_steps)
 
 
 def kernel_batch(shape, m, spread, seed=0, dtype=torch.float32):
@@ -58,10 +65,117 @@ def test_batch_search_with_a_non_finite_matrix():
     assert same(_newton_schulz_iterate(mat, 20, 'newton_batch_scaled', traceable=True), eager)
 
 
-def test_shifted_inverse_is_refused_for_export():
-    message = "pinv_mode='shifted_inverse'.*'newton_shifted'"
-    with pytest.raises(ExportUnsupportedError, match=message):
-        _newton_schulz_iterate(kernel_batch((1, ), 4, 1.0), 20, 'shifted_inverse', traceable=True)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_shifted_inverse_step_count_is_the_smallest_that_converges(dtype):
+    """Without its one step of margin the count is the smallest k with e0^(2^k) <= u; a scalar
+    Newton iteration on the two extreme eigenvalues 0.01 and m + 0.01 confirms it."""
+    unit_roundoff = torch.finfo(dtype).eps / 2
+    counts = []
+    for size in (1, 2, 16, 64, 256, 1000, 4096, 10**6):
+        steps = shifted_inverse_newton_steps(size, dtype) - 1
+        e0 = size / (size + 0.02)
+        assert e0**(2**steps) <= unit_roundoff < e0**(2**(steps - 1)), size
+        alpha = 2 / (size + 0.02)
+        for eigenvalue in (0.01, size + 0.01):
+            inv = alpha
+            for _ in range(steps):
+                inv = 2 * inv - inv * eigenvalue * inv
+            assert abs(1 - eigenvalue * inv) <= unit_roundoff * 1.01, (size, eigenvalue)
+        counts.append(steps + 1)
+    assert counts == sorted(counts)
+    if dtype == torch.float32:
+        assert shifted_inverse_newton_steps(256) == 19
+        assert shifted_inverse_newton_steps(SHIFTED_INVERSE_EXPORT_MAX_SIZE) == 23
+    with pytest.raises(ValueError, match='positive'):
+        shifted_inverse_newton_steps(0)
+
+
+def landmark_kernels(m, kind, seed=0, dims=32):
+    """Gaussian kernels (float32, as the model computes them) of 4 sets of ``m`` landmarks in
+    ``dims`` dimensions: i.i.d. points at a spread, pairs 1e-4 apart, all within 1e-3 (``A`` close
+    to all-ones, the worst case of the step count's bound), or a smooth map (neighbours alike)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    if kind == 'coincident pairs':
+        base = randn(4, m // 2, dims) * 0.3
+        points = torch.cat([base, base + 1e-4 * randn(4, m // 2, dims)], 1)
+    elif kind == 'clustered':
+        points = 1e-3 * randn(4, m, dims)
+    elif kind == 'smooth map':
+        axis = torch.linspace(0, 1, math.isqrt(m), dtype=torch.float64)
+        grid = torch.stack(torch.meshgrid(axis, axis, indexing='ij'), -1).reshape(m, 2)
+        points = torch.tanh(grid @ randn(4, 2, dims)) + 1e-3 * randn(4, m, dims)
+    else:
+        points = randn(4, m, dims) * kind
+    points = points.float()
+    return gaussian_kernel(points, points)
+
+
+def max_normalised(out, ref):
+    """Largest ``max |out - ref| / max |ref|`` over the matrices of a batch."""
+    diff = (out.double() - ref.double()).abs().amax((-2, -1))
+    return (diff / ref.double().abs().amax((-2, -1))).max().item()
+
+
+@pytest.mark.parametrize('kind', [0.05, 0.3, 1.0, 'coincident pairs', 'clustered', 'smooth map'])
+@pytest.mark.parametrize('m', [16, 64, 256])
+def test_traceable_shifted_inverse_is_the_cholesky_inverse(m, kind):
+    """float32: as close to the exact inverse as a stable inverse gets (a few times the condition
+    number times the unit roundoff; eager Cholesky reaches 2.7 times) and to the eager Cholesky
+    inverse within 3e-4 (docs/design.md lists what is measured); float64: to 1e-12."""
+    mat = landmark_kernels(m, kind)
+    traced = _newton_schulz_iterate(mat, 20, 'shifted_inverse', traceable=True)
+    eager = newton_schulz_pinv(mat, mode='shifted_inverse')
+    target = (mat.double() + mat.double().transpose(-1, -2)) / 2 + soft._SHIFT * torch.eye(m)
+    exact = torch.linalg.inv(target)
+    eigenvalues = torch.linalg.eigvalsh(target)
+    condition = (eigenvalues[..., -1] / eigenvalues[..., 0]).max().item()
+    assert max_normalised(traced, exact) <= 4 * condition * torch.finfo(torch.float32).eps / 2
+    assert max_normalised(traced, eager) <= 3e-4
+    traced64 = _newton_schulz_iterate(mat.double(), 20, 'shifted_inverse', traceable=True)
+    assert max_normalised(traced64, exact) <= 1e-12
+
+
+class _ShiftedInverse(nn.Module):
+
+    def forward(self, mat):
+        return newton_schulz_pinv(mat, mode='shifted_inverse')
+
+
+def test_shifted_inverse_graph_follows_m_and_gives_nan_beyond_the_bound(monkeypatch, tmp_path):
+    """Exported with a dynamic m, ONNX Runtime computes the eager inverse at sizes the step count
+    covers and NaN beyond them (here with the bound lowered to 40); a traced m above the bound is
+    refused, naming max_landmarks."""
+    monkeypatch.setattr(soft, 'SHIFTED_INVERSE_EXPORT_MAX_SIZE', 40)
+    path = str(tmp_path / 'inverse.onnx')
+    torch.onnx.export(
+        _ShiftedInverse(), (landmark_kernels(16, 0.3), ),
+        path,
+        dynamo=False,
+        input_names=['mat'],
+        dynamic_axes={'mat': {
+            0: 'batch',
+            1: 'm',
+            2: 'm'
+        }},
+        opset_version=17)
+    session = create_session(path, threads=1)
+    for m, kind in ((16, 'clustered'), (36, 'smooth map'), (40, 'coincident pairs')):
+        mat = landmark_kernels(m, kind, seed=m)
+        out = torch.from_numpy(session.run(None, {'mat': mat.numpy()})[0])
+        assert max_normalised(out, newton_schulz_pinv(mat, mode='shifted_inverse')) <= 3e-4, m
+    out = session.run(None, {'mat': landmark_kernels(42, 0.3).numpy()})[0]
+    assert torch.from_numpy(out).isnan().all()
+    with pytest.raises(ExportUnsupportedError, match='covers up to 40 landmarks.*max_landmarks'):
+        _newton_schulz_iterate(landmark_kernels(42, 0.3), 20, 'shifted_inverse', traceable=True)
+
+
+def test_example_size():
+    assert example_size(7) == 7
+    assert example_size(torch.tensor(7)) == 7
 
 
 def test_not_exporting_in_eager_code():

@@ -1,20 +1,24 @@
-"""tools/deployment/export_onnx.py: a whole UperNet exported and verified; mistakes refused in
-one line with exit code 2; the speed-comparison helper."""
+"""tools/deployment/export_onnx.py: a whole UperNet and the shipped SOFT configs exported and
+verified; mistakes refused in one line with exit code 2; the speed-comparison helper."""
+import glob
 import importlib.util
 import os.path as osp
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from mmlinattn.deployment.onnx import benchmark_backbone, build_model
+from mmlinattn.deployment.onnx import benchmark_backbone, build_model, compare_outputs
 from mmlinattn.models.backbones.ravlt import RAVLT
+from mmlinattn.ops import soft
 from mmlinattn.utils.run_config import UserInputError, load_config
 from .conftest import RAVLT_TINY, TOLERANCE
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 UPERNET = osp.join(ROOT, 'configs', 'upernet_ravlt_t_demo.py')
 SOFT_FPN = osp.join(ROOT, 'configs', 'fpn_soft_t_ade20k.py')
+SOFT_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*soft*.py')))
 
 
 def load_tool():
@@ -43,21 +47,48 @@ def refused(capsys, *argv):
     return lines[0]
 
 
-def test_upernet_whole_model_dynamic_verified(capsys, tmp_path):
-    """Exported at 64 x 64 (and simplified), checked at 83 x 55 (batch 2) and on the 400 x 600
-    photograph."""
-    out_file = tmp_path / 'sub' / 'upernet.onnx'
-    code, out, err = run(capsys, UPERNET, '--out', out_file, '--shape', 64, 64, '--dynamic',
-                         '--part', 'model', '--verify', '--simplify')
-    assert code == 0, err
-    assert 'no --checkpoint: random weights (seed 0)' in out
-    assert 'outputs: logits' in out and 'traced as a constant' not in out
+def assert_verified(out):
+    """The tool's report: checked at the export size, at 83 x 55 (batch 2) and on the 400 x 600
+    photograph, each within the tolerance, nothing traced as a constant."""
+    assert 'traced as a constant' not in out
     checks = [line for line in out.splitlines() if 'max-normalised' in line and ': max abs' in line]
     assert [c.split(':')[0].strip()
             for c in checks] == ['random 1x3x64x64', 'random 2x3x83x55', 'coffee 1x3x400x600']
     for line in checks:
         assert float(line.rsplit(' ', 1)[1]) <= TOLERANCE, line
     assert out.rstrip().endswith('verify: ok')
+
+
+def test_upernet_whole_model_dynamic_verified(capsys, tmp_path):
+    """Exported at 64 x 64 (and simplified), checked at two other sizes."""
+    out_file = tmp_path / 'sub' / 'upernet.onnx'
+    code, out, err = run(capsys, UPERNET, '--out', out_file, '--shape', 64, 64, '--dynamic',
+                         '--part', 'model', '--verify', '--simplify')
+    assert code == 0, err
+    assert 'no --checkpoint: random weights (seed 0)' in out
+    assert 'outputs: logits' in out
+    assert_verified(out)
+
+
+def test_shipped_soft_config_exports_verified(capsys, tmp_path):
+    """The SOFT++ Tiny backbone of a shipped config as it was trained (pinv_mode='shifted_inverse',
+    max_landmarks=256), random weights; the photograph has 216 landmarks in stage 0."""
+    code, out, err = run(capsys, SOFT_FPN, '--out', tmp_path / 'soft.onnx', '--shape', 64, 64,
+                         '--dynamic', '--verify')
+    assert code == 0, err
+    assert_verified(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', SOFT_CONFIGS, ids=[osp.basename(c) for c in SOFT_CONFIGS])
+def test_every_shipped_soft_config_exports_verified(config, capsys, tmp_path):
+    """The backbone of each, as trained; 11-89 s per config (Large the slowest), about 17 min for
+    all 24 on 2 shared cores."""
+    assert len(SOFT_CONFIGS) == 24
+    code, out, err = run(capsys, config, '--out', tmp_path / 'soft.onnx', '--shape', 64, 64,
+                         '--dynamic', '--verify')
+    assert code == 0, err
+    assert_verified(out)
 
 
 def test_verify_fails_above_the_tolerance(capsys, tmp_path):
@@ -123,12 +154,22 @@ def test_missing_onnxruntime_names_the_extra(capsys, tmp_path, monkeypatch):
     assert 'onnxruntime is not installed' in line and 'pip install -e .[deploy]' in line
 
 
-def test_shifted_inverse_is_refused_with_the_alternative(capsys, tmp_path):
-    """The shipped SOFT configs invert with pinv_mode='shifted_inverse' (Cholesky)."""
-    line = refused(capsys, SOFT_FPN, '--out', tmp_path / 'x.onnx', '--shape', 64, 64)
-    assert "pinv_mode='shifted_inverse' cannot be exported" in line
-    assert "pinv_mode='newton_shifted'" in line
+def test_landmarks_beyond_the_exported_inverse_are_refused(capsys, tmp_path, monkeypatch):
+    """pinv_mode='shifted_inverse' exports as a Newton-Schulz iteration converged up to 4096
+    landmarks; with the bound lowered to 8, the 9 landmarks of a 96 x 96 input are refused,
+    naming the config key that bounds them."""
+    monkeypatch.setattr(soft, 'SHIFTED_INVERSE_EXPORT_MAX_SIZE', 8)
+    line = refused(capsys, SOFT_FPN, '--out', tmp_path / 'x.onnx', '--shape', 96, 96)
+    assert 'covers up to 8 landmarks, and this input has 9' in line
+    assert 'model.backbone.max_landmarks' in line
     assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_comparison_counts_nan_as_a_mismatch():
+    reference = [torch.tensor([1.0, float('nan'), 3.0])]
+    assert compare_outputs(reference, [np.array([1.0, np.nan, 3.0])]).max_normalised == 0
+    worst = compare_outputs(reference, [np.array([np.nan, np.nan, 3.0])]).max_normalised
+    assert worst == float('inf') and worst > TOLERANCE
 
 
 def test_benchmark_helper_times_both_and_profiles(tmp_path):

@@ -14,10 +14,9 @@ CASES = {
     # the demo config is small already (UperNet: tests/deployment/test_export_tool.py)
     'maskrcnn_ravlt_t_demo':
     ({}, [f'{g}{i}' for g in ('neck', 'rpn_cls_score', 'rpn_bbox_pred') for i in range(5)]),
-    # Semantic FPN on SOFT++ (the config's pinv_mode 'shifted_inverse' cannot be exported)
+    # Semantic FPN on SOFT++ with the config's pinv_mode 'shifted_inverse'
     'fpn_soft_t_ade20k': ({
         'model.backbone.arch': dict(_delete_=True, **SOFT_TINY),
-        'model.backbone.pinv_mode': 'newton',
         'model.backbone.max_landmarks': 12,
         'model.neck.in_channels': SOFT_TINY['embed_dims'],
         'model.neck.out_channels': 32,

@@ -106,7 +106,8 @@ def export(args):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
+    if isinstance(cfg.get('model'), dict) and cfg.model.get('backbone'):
+        build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
     model, source = build_model(cfg, args.checkpoint, args.seed, whole=args.part != 'backbone')
     print(source)
     spec = export_spec(model, args.part)

@@ -317,8 +317,9 @@ class SOFT(PyramidBackbone):
             whole batch, so **a NaN or inf in one image makes every image of the batch NaN** (and
             an image's output depends on its batch); the others have neither problem. Every
             shipped dense-prediction config uses ``'shifted_inverse'`` (15x cheaper than 20 Newton
-            steps, see docs/benchmarks/soft_inverse_modes.md); it cannot be exported to ONNX (no
-            Cholesky there): export with ``'newton'`` or ``'newton_shifted'``. Defaults to None.
+            steps, see docs/benchmarks/soft_inverse_modes.md); its ONNX export computes the same
+            inverse by a Newton-Schulz iteration converged for up to 4096 landmarks (the configs:
+            256), see :func:`mmlinattn.ops.soft.newton_schulz_pinv`. Defaults to None.
         newton_iters (int): Newton-Schulz steps. Defaults to 20 (all released models).
         max_landmarks (int, optional): bound on the landmarks per SOFT attention (per image and
             head). None = the official, resolution-dependent count. Dense-prediction configs
