@@ -125,18 +125,22 @@ def max_normalised(out, ref):
 def test_traceable_shifted_inverse_is_the_cholesky_inverse(m, kind):
     """float32: as close to the exact inverse as a stable inverse gets (a few times the condition
     number times the unit roundoff; eager Cholesky reaches 2.7 times) and to the eager Cholesky
-    inverse within 3e-4 (docs/design.md lists what is measured); float64: to 1e-12."""
+    inverse within 3e-4 (docs/design.md lists what is measured); float64: likewise (a few times
+    the condition number times float64's roundoff, at most ~6e-12 here)."""
     mat = landmark_kernels(m, kind)
     traced = _newton_schulz_iterate(mat, 20, 'shifted_inverse', traceable=True)
     eager = newton_schulz_pinv(mat, mode='shifted_inverse')
     target = (mat.double() + mat.double().transpose(-1, -2)) / 2 + soft._SHIFT * torch.eye(m)
-    exact = torch.linalg.inv(target)
-    eigenvalues = torch.linalg.eigvalsh(target)
+    # The exact inverse from the float64 eigen-decomposition (torch.linalg.inv's LU path was seen
+    # to fail with invalid pivots for these 256 x 256 batches after other tests in one process).
+    eigenvalues, vectors = torch.linalg.eigh(target)
+    exact = (vectors / eigenvalues.unsqueeze(-2)) @ vectors.transpose(-1, -2)
     condition = (eigenvalues[..., -1] / eigenvalues[..., 0]).max().item()
     assert max_normalised(traced, exact) <= 4 * condition * torch.finfo(torch.float32).eps / 2
     assert max_normalised(traced, eager) <= 3e-4
     traced64 = _newton_schulz_iterate(mat.double(), 20, 'shifted_inverse', traceable=True)
-    assert max_normalised(traced64, exact) <= 1e-12
+    assert max_normalised(traced64, exact) <= max(1e-13,
+                                                  4 * condition * torch.finfo(torch.float64).eps)
 
 
 class _ShiftedInverse(nn.Module):
