@@ -130,8 +130,12 @@ def runner_start(config):
     runner.call_hook('before_train')
 
 
-@pytest.mark.parametrize('route', ['init_cfg', 'load_from'])
-@pytest.mark.parametrize('family', sorted(JOURNEYS))
+@pytest.mark.parametrize('family, route', [
+    ('ravlt', 'load_from'),
+    ('softpp', 'init_cfg'),
+    pytest.param('ravlt', 'init_cfg', marks=pytest.mark.slow),
+    pytest.param('softpp', 'load_from', marks=pytest.mark.slow),
+])
 def test_converted_weights_reach_the_backbone(family, route, tmp_path, demo_data):
     """Fast part of the journey: the converted file's tensors are the backbone's at iteration 0,
     by both routes (before: load_from loaded nothing and training started from random)."""

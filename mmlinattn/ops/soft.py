@@ -195,10 +195,14 @@ def _newton_schulz_iterate(mat: torch.Tensor,
     host synchronisation, no data-dependent Python branch (see :func:`_batch_halving_search_scale`
     and, for ``'shifted_inverse'``, :func:`_shifted_inverse_traceable`).
     """
+    compiling = not traceable and torch.compiler.is_compiling()
     if not traceable and mat.numel() == 0:  # an empty batch
         return mat.clone()
     if mode == 'shifted_inverse':
-        return _shifted_inverse_traceable(mat) if traceable else _shifted_inverse(mat)
+        if traceable:
+            return _shifted_inverse_traceable(mat)
+        return _shifted_inverse_compiled(mat) if compiling else _shifted_inverse(mat)
+    traceable = traceable or compiling  # torch.compile: the export forms of the search
     row_sum_max = mat.sum(-1).amax(-1)  # (...)
     if mode == 'newton_shifted':
         target = mat + _SHIFT * _eye_like(mat)
@@ -245,6 +249,31 @@ def _shifted_inverse(mat: torch.Tensor) -> torch.Tensor:
         if bool(repair.any()):
             inv[repair] = _eigen_pinv(target[repair])
     return inv
+
+
+def _shifted_inverse_compiled(mat: torch.Tensor) -> torch.Tensor:
+    """:func:`_shifted_inverse` as ``torch.compile`` traces it: the same Cholesky, and the same
+    fallback chosen with ``torch.cond`` instead of a host synchronisation (one graph, no break).
+    The fallback branch decomposes every matrix of the batch (eager: only the rejected ones), with
+    the same per-matrix result."""
+    eye = _eye_like(mat)
+    target = (mat + mat.transpose(-1, -2)) / 2 + _SHIFT * eye
+    factor, info = torch.linalg.cholesky_ex(target)
+    inv = torch.cholesky_inverse(factor)
+    failed = info != 0
+
+    def repaired(inv, target, failed):
+        finite = torch.isfinite(target).flatten(-2).all(-1)[..., None, None]
+        fallback = _eigen_pinv(torch.where(finite, target, eye))
+        fallback = torch.where(finite, fallback, torch.full_like(fallback, float('nan')))
+        return torch.where(failed[..., None, None], fallback, inv).flatten()
+
+    # Both branches return a fresh 1-D tensor: torch.cond compares the branches' strides, and with
+    # symbolic sizes the row-major strides of a (..., m, m) result are not recognised as equal.
+    def kept(inv, target, failed):
+        return inv.clone(memory_format=torch.contiguous_format).flatten()
+
+    return torch.cond(failed.any(), repaired, kept, (inv, target, failed)).reshape(inv.shape)
 
 
 def shifted_inverse_newton_steps(max_size: int, dtype: torch.dtype = torch.float32) -> int:

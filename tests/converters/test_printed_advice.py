@@ -52,6 +52,18 @@ CASES = {
     'ravlt_no_record': ('ravlt_custom_in1k.pth', 'ours_without_record', RAVLT_CFG, False),
 }
 # yapf: enable
+#: The cases the default suite runs (the reported bugs: SOFT's None heads and final_norm, and a
+#: custom RAVLT stage); the slow suite runs every case.
+FAST_CASES = {'soft', 'soft_norm', 'soft_norm_stage2_one_block', 'ravlt_stage2_one_block'}
+
+
+def cases(names):
+    return [
+        pytest.param(name, marks=() if name in FAST_CASES else pytest.mark.slow, id=name)
+        for name in sorted(names)
+    ]
+
+
 #: Cases whose weights cannot show the heads: the line assumes them and says so.
 HEADS_ASSUMED = {'ravlt_no_record'}
 #: timm model of each kind of weights (the one a user would try first)
@@ -210,7 +222,7 @@ def printed(capsys, prefix):
     return line, out
 
 
-@pytest.mark.parametrize('case', sorted(CASES))
+@pytest.mark.parametrize('case', cases(CASES))
 def test_cli_refusal_advice_builds_and_loads_the_source(case, sources, io, tmp_path, capsys):
     """Without --allow-custom the tool refuses, naming the backbone to build: it loads the
     source file itself (init_cfg converts on the fly)."""
@@ -223,7 +235,7 @@ def test_cli_refusal_advice_builds_and_loads_the_source(case, sources, io, tmp_p
     assert_backbone_matches(case, config, sources[case], sources, io)
 
 
-@pytest.mark.parametrize('case', sorted(CASES))
+@pytest.mark.parametrize('case', cases(CASES))
 def test_cli_backbone_line_builds_and_loads_the_output(case, sources, io, tmp_path, capsys):
     first, second = str(tmp_path / 'first.pth'), str(tmp_path / 'second.pth')
     assert convert_checkpoint.main([sources[case], first, '--allow-custom']) == 0
@@ -255,7 +267,7 @@ def _timm_advice(name, checkpoint, widths):
     return str(info.value)
 
 
-@pytest.mark.parametrize('case', sorted(c for c in CASES if CASES[c][3]))
+@pytest.mark.parametrize('case', cases(c for c in CASES if CASES[c][3]))
 def test_timm_filter_advice_builds_and_loads(case, sources, io, tmp_path, capsys):
     """timm's filter names the create_model call for the file (the official one and ours)."""
     converted = str(tmp_path / 'converted.pth')

@@ -139,8 +139,12 @@ def test_demo_tool_with_a_checkpoint_of_the_other_task(tmp_path, demo_checkpoint
     ('model.backbone.arch=tinyy', ('model.backbone:', "arch 'tinyy'", 'choose one of')),
     ('model.backbone.out_indice=[0,1]',
      ('model.backbone:', "RAVLT has no argument 'out_indice'", "did you mean 'out_indices'?")),
-    ('model.decode_head.type=UPerHeed', ('model.decode_head:', "type 'UPerHeed'")),
-    ('model.backbone.drop_path_rate=1.5', ('model.backbone:', 'drop_path_rate')),
+    pytest.param(
+        'model.decode_head.type=UPerHeed', ('model.decode_head:', "type 'UPerHeed'"),
+        marks=pytest.mark.slow),
+    pytest.param(
+        'model.backbone.drop_path_rate=1.5', ('model.backbone:', 'drop_path_rate'),
+        marks=pytest.mark.slow),
 ])
 def test_model_key_mistakes_are_one_line_in_every_tool(override, words, seg_checkpoint, capfd,
                                                        small_ade):
