@@ -125,3 +125,28 @@ def test_one_graph_for_every_size(case):
         for a, b in zip(compiled(x), model(x)):
             assert max_rel(a, b) <= 1e-5
     assert counter.frame_count <= 2, counter.frame_count
+
+
+@pytest.mark.slow
+def test_inductor_timm_classifier_at_any_size():
+    """Before: ``torch.compile(timm.create_model('soft_tiny'))`` was right at 224^2 and raised
+    ``ValueRangeError: Invalid ranges [0:-1]`` at 160 x 192 (inductor's lowering of the landmark
+    convolution's input with symbolic sizes). Inductor against eager, odd sizes included."""
+    import timm
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = timm.create_model('soft_tiny').eval()
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        for height, width in ((224, 224), (160, 192), (193, 257)):
+            x = torch.randn(1, 3, height, width)
+            assert max_rel(compiled(x), model(x)) <= 1e-5, (height, width)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['ravlt', 'soft'])
+def test_inductor_forward_and_backward_match_eager(family):
+    """Inductor (generated C++) against eager: forward <= 1e-5, gradients <= 1e-4, max-normalised."""
+    kwargs = {} if family == 'ravlt' else dict(
+        normalization='core', pinv_mode='shifted_inverse', max_landmarks=16)
+    run_whole_graph(family, kwargs, 'train', 'inductor')
