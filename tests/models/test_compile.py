@@ -146,7 +146,7 @@ def test_inductor_timm_classifier_at_any_size():
 @pytest.mark.slow
 @pytest.mark.parametrize('family', ['ravlt', 'soft'])
 def test_inductor_forward_and_backward_match_eager(family):
-    """Inductor (generated C++) against eager: forward <= 1e-5, gradients <= 1e-4, max-normalised."""
+    """Inductor (generated C++) against eager: forward <= 1e-5, gradients <= 1e-4."""
     kwargs = {} if family == 'ravlt' else dict(
         normalization='core', pinv_mode='shifted_inverse', max_landmarks=16)
     run_whole_graph(family, kwargs, 'train', 'inductor')
