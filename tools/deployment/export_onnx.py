@@ -42,10 +42,8 @@ import mmlinattn  # noqa: E402,F401
 from mmlinattn.deployment.onnx import (DEFAULT_OPSET, PARTS, TOLERANCE, build_model, export_onnx,
                                        export_spec, require_onnx, simplify_onnx,
                                        verification_inputs, verify_onnx)
-from mmlinattn.utils.run_config import (
-    UserInputError,
-    build_model_on_meta,  # noqa: E402
-    load_config)
+from mmlinattn.utils.run_config import build_model_on_meta  # noqa: E402
+from mmlinattn.utils.run_config import UserInputError, load_config
 
 EXIT_REFUSED = 2
 EXIT_MISMATCH = 1
