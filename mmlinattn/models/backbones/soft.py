@@ -115,14 +115,13 @@ class SoftmaxFreeAttention(nn.Module):
         grid_size = landmark_grid_size_exportable if exporting else landmark_grid_size
         grid = grid_size(height, width, self.landmark_ratio, self.max_landmarks)
         q_map = q.reshape(batch * heads, num_tokens, head_dim).transpose(1, 2)
-        # landmark_grid_size refused a grid smaller than the ratio; say so to the compiler too
-        # (inductor sizes the strided convolution from these ranges, and a symbolic size that
-        # could be below the kernel size fails its lowering).
-        torch._check(height >= self.landmark_ratio)
-        torch._check(width >= self.landmark_ratio)
         if torch.compiler.is_compiling():
-            # one explicit copy into the conv's layout: inductor's lowering of the two chained
+            # landmark_grid_size refused a grid smaller than the ratio; say so to the compiler
+            # (inductor sizes the strided convolution from the symbolic sizes' ranges), and make
+            # one explicit copy into the conv's layout: inductor's lowering of two chained
             # reshapes of a transposed view fails with symbolic sizes (ValueRangeError, torch 2.13)
+            torch._check(height >= self.landmark_ratio)
+            torch._check(width >= self.landmark_ratio)
             q_img = q.transpose(-1, -2).contiguous().view(batch * heads, head_dim, height, width)
         else:
             q_img = q_map.reshape(batch * heads, head_dim, height, width)
