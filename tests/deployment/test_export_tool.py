@@ -59,6 +59,7 @@ def assert_verified(out):
     assert out.rstrip().endswith('verify: ok')
 
 
+@pytest.mark.slow  # the default suite exports segmentors whole in test_onnx_models.py
 def test_upernet_whole_model_dynamic_verified(capsys, tmp_path):
     """Exported at 64 x 64 (and simplified), checked at two other sizes."""
     out_file = tmp_path / 'sub' / 'upernet.onnx'

@@ -322,6 +322,7 @@ def _autocast_1333x800(dtype):
         assert torch.isfinite(out).all()
 
 
+@pytest.mark.slow  # the narrow-model autocast test covers the default suite
 def test_autocast_bf16_1333x800_ravlt_t():
     """~2 s on 2 idle CPU cores."""
     _autocast_1333x800(torch.bfloat16)

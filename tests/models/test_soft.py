@@ -394,6 +394,7 @@ def test_autocast_1333x800_narrow_model(dtype, norm):
     _autocast_1333x800(SMALL_ARCH, dtype, norm)
 
 
+@pytest.mark.slow  # the narrow-model autocast test covers the default suite
 def test_autocast_bf16_1333x800_soft_tiny_norm():  # ~15 s on 2 cores
     _autocast_1333x800('tiny', torch.bfloat16, norm=True)
 

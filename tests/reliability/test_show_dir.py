@@ -29,7 +29,7 @@ def test_every_demo_config_is_covered(demo_checkpoints):
     assert sorted(config for config, _ in demo_checkpoints.values()) == DEMO_CONFIGS
 
 
-@pytest.mark.parametrize('task', ['det', 'seg'])
+@pytest.mark.parametrize('task', [pytest.param('det', marks=pytest.mark.slow), 'seg'])
 def test_show_dir(task, demo_checkpoints, data_root, tmp_path, capsys):
     config, checkpoint = demo_checkpoints[task]
     spec = importlib.util.spec_from_file_location('mmlinattn_test_tool',
