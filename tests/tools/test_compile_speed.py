@@ -18,16 +18,17 @@ def load_tool():
 def test_rows_and_ratios(tmp_path, capsys):
     tool = load_tool()
     assert tool.main([
-        '--models', 'RAVLT-T', '--sizes', '64x96', '--backend', 'eager', '--repeats', '1', '--peer',
+        '--models', 'RAVLT-T', '--sizes', '128x160', '--backend', 'eager', '--repeats', '1', '--peer',
         'RAVLT-T', '--out',
         str(tmp_path)
     ]) == 0
     table = (tmp_path / 'results.md').read_text().splitlines()
-    row = next(line for line in table if line.startswith('| RAVLT-T | 64x96 |'))
+    row = next(line for line in table if line.startswith('| RAVLT-T | 128x160 |'))
     cells = [c.strip() for c in row.strip('|').split('|')]
     eager, first, steady, ratio, vs_peer = map(float, cells[2:])
     assert eager > 0 and first > 0 and steady > 0
-    assert ratio == pytest.approx(steady / eager, abs=0.01) and vs_peer == 1.0
+    # the table rounds the times to ms and the ratios to 0.01, from the unrounded times
+    assert ratio == pytest.approx(steady / eager, rel=0.1) and vs_peer == 1.0
 
 
 def test_unknown_model_is_refused(capsys):
