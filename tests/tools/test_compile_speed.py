@@ -18,8 +18,8 @@ def load_tool():
 def test_rows_and_ratios(tmp_path, capsys):
     tool = load_tool()
     assert tool.main([
-        '--models', 'RAVLT-T', '--sizes', '128x160', '--backend', 'eager', '--repeats', '1', '--peer',
-        'RAVLT-T', '--out',
+        '--models', 'RAVLT-T', '--sizes', '128x160', '--backend', 'eager', '--repeats', '1',
+        '--peer', 'RAVLT-T', '--out',
         str(tmp_path)
     ]) == 0
     table = (tmp_path / 'results.md').read_text().splitlines()
