@@ -28,7 +28,8 @@ setup(
     packages=find_packages(include=['mmlinattn', 'mmlinattn.*']),
     python_requires='>=3.9',
     install_requires=[
-        'torch>=2.1',
+        # safe_globals (weights_only loading), torch.cond and torch.compiler.is_compiling
+        'torch>=2.5',
         'mmengine>=0.10.7,<1.0',
         'mmcv>=2.0.0rc4,<2.2.0',
         'mmdet>=3.3.0,<3.4',
