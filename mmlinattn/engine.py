@@ -14,7 +14,7 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-__all__ = ['DENSE_MODULES', 'compile_dense_modules', 'CompileModelHook']
+__all__ = ['DENSE_MODULES', 'compile_dense_modules', 'CompileModelHook', 'compile_with_hook']
 
 #: Attributes of an mmdet / mmseg model that are compiled (RPN and RoI heads stay eager: their
 #: proposals and samples have data-dependent sizes).
@@ -32,9 +32,8 @@ def compile_dense_modules(model: nn.Module, **compile_kwargs: Any) -> List[str]:
     Returns:
         list[str]: the names of the compiled modules.
     """
-    from mmengine.model import is_model_wrapper
-    while is_model_wrapper(model):
-        model = model.module
+    from .loading import unwrap_model
+    model = unwrap_model(model)
     compiled = []
     for name in DENSE_MODULES:
         module = getattr(model, name, None)
@@ -52,8 +51,8 @@ def compile_dense_modules(model: nn.Module, **compile_kwargs: Any) -> List[str]:
 @HOOKS.register_module()
 class CompileModelHook(Hook):
     """Compile the model's dense modules (:func:`compile_dense_modules`) before training or
-    testing. ``tools/train.py`` turns a config's ``compile=True`` / ``compile=dict(...)`` into
-    this hook; ``tools/test.py --compile`` adds it.
+    testing. :func:`compile_with_hook` adds it for a config's ``compile=True`` /
+    ``compile=dict(...)`` (``tools/train.py``, ``tools/test.py``) or ``tools/test.py --compile``.
 
     Args:
         **compile_kwargs: passed to :func:`torch.compile`.
@@ -81,3 +80,22 @@ class CompileModelHook(Hook):
 
     def before_val(self, runner) -> None:
         self._compile(runner)
+
+
+def compile_with_hook(cfg, requested: bool = False) -> bool:
+    """Turn ``cfg.compile`` (``True`` or a dict of :func:`torch.compile` options), or
+    ``requested``, into a :class:`CompileModelHook` in ``cfg.custom_hooks``.
+
+    ``compile`` is removed from ``cfg`` so that mmengine does not compile its whole ``train_step``
+    as well.
+
+    Returns:
+        bool: whether the hook was added.
+    """
+    options = cfg.pop('compile', None)
+    if not (options or requested):
+        return False
+    options = dict(options) if isinstance(options, dict) else {}
+    cfg.custom_hooks = list(cfg.get('custom_hooks')
+                            or []) + [dict(type='CompileModelHook', **options)]
+    return True

@@ -25,8 +25,8 @@ import torch
 from .utils.checkpoint import CheckpointMismatchError
 
 __all__ = [
-    'LoadPlan', 'NoBackboneWeightsError', 'find_backbone', 'plan_load', 'backbone_state',
-    'foreign_keys', 'load_state_dict_checked', 'install_checked_loading',
+    'LoadPlan', 'NoBackboneWeightsError', 'unwrap_model', 'find_backbone', 'plan_load',
+    'backbone_state', 'foreign_keys', 'load_state_dict_checked', 'install_checked_loading',
     'uninstall_checked_loading', 'is_checked_loading_installed'
 ]
 
@@ -40,7 +40,8 @@ def is_backbone(module: torch.nn.Module) -> bool:
     return hasattr(module, 'check_state_dict') and hasattr(module, 'trained_settings')
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside any mmengine model wrappers (DDP and the like)."""
     from mmengine.model import is_model_wrapper
     while is_model_wrapper(model):
         model = model.module
@@ -53,7 +54,7 @@ def find_backbone(model: torch.nn.Module) -> Optional[Tuple[str, torch.nn.Module
     The prefix is the backbone's key prefix in ``model.state_dict()`` (``'backbone.'``); it is
     ``''`` when ``model`` is the backbone itself.
     """
-    for name, module in _unwrap(model).named_modules():
+    for name, module in unwrap_model(model).named_modules():
         if is_backbone(module):
             return (name + '.' if name else ''), module
     return None
@@ -71,10 +72,12 @@ class LoadPlan:
         uncovered (list[str]): top-level modules with weights the file holds nothing for.
         missing (list[str]): model keys (with weights) the file lacks.
         mismatched (list[str]): keys whose shape differs between file and model.
+        backbone_keys (set[str]): the backbone's state-dict keys, relative to it.
     """
     kind: str
     prefix: str = ''
     backbone: Optional[torch.nn.Module] = None
+    backbone_keys: set = field(default_factory=set)
     uncovered: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
     mismatched: List[str] = field(default_factory=list)
@@ -92,14 +95,6 @@ class LoadPlan:
         if not words:
             return ''
         return words[0] if len(words) == 1 else ', '.join(words[:-1]) + ' and ' + words[-1]
-
-
-def _weight_keys(model: torch.nn.Module) -> Dict[str, Any]:
-    return {
-        k: v
-        for k, v in model.state_dict().items()
-        if hasattr(v, 'shape') and not k.endswith('num_batches_tracked')
-    }
 
 
 def _top_prefixes(keys, limit: int = 4) -> str:
@@ -127,18 +122,22 @@ def plan_load(model: torch.nn.Module, state_dict: Mapping[str, Any]) -> LoadPlan
         NoBackboneWeightsError: the model has an mmlinattn backbone, the file holds none of its
             weights, and it is not a backbone-only file either.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     found = find_backbone(model)
     if found is None or found[0] == '':
         return LoadPlan('other')
     prefix, backbone = found
-    own = [k for k in state_dict if k.startswith(prefix)]
-    ours = _weight_keys(model)
-    if own:
-        plan = LoadPlan('whole', prefix, backbone)
+    everything = model.state_dict()  # once: the settings record is encoded on every call
+    backbone_keys = {k[len(prefix):] for k in everything if k.startswith(prefix)}
+    ours = {
+        k: v
+        for k, v in everything.items()
+        if hasattr(v, 'shape') and not k.endswith('num_batches_tracked')
+    }
+    if any(k.startswith(prefix) for k in state_dict):
+        plan = LoadPlan('whole', prefix, backbone, backbone_keys)
         incoming = state_dict
     else:
-        backbone_keys = set(backbone.state_dict())
         if not any(k in backbone_keys for k in state_dict):
             name = type(backbone).__name__
             raise NoBackboneWeightsError(
@@ -147,7 +146,7 @@ def plan_load(model: torch.nn.Module, state_dict: Mapping[str, Any]) -> LoadPlan
                 f'start with {_top_prefixes(state_dict)}); it was trained for another model. Give '
                 f'a checkpoint of this model, or a {name} backbone file from '
                 'tools/convert_checkpoint.py')
-        plan = LoadPlan('backbone', prefix, backbone)
+        plan = LoadPlan('backbone', prefix, backbone, backbone_keys)
         incoming = {prefix + k: v for k, v in state_dict.items()}
     plan.missing = [k for k in ours if k not in incoming]
     plan.mismatched = [
@@ -169,8 +168,7 @@ def backbone_state(plan: LoadPlan, state_dict: Mapping[str, Any]) -> Dict[str, A
     norm have no place in a dense-prediction backbone (:func:`foreign_keys` lists them).
     """
     if plan.kind == 'backbone':
-        ours = set(plan.backbone.state_dict())
-        return {k: v for k, v in state_dict.items() if k in ours}
+        return {k: v for k, v in state_dict.items() if k in plan.backbone_keys}
     return {k[len(plan.prefix):]: v for k, v in state_dict.items() if k.startswith(plan.prefix)}
 
 
@@ -178,8 +176,7 @@ def foreign_keys(plan: LoadPlan, state_dict: Mapping[str, Any]) -> List[str]:
     """Keys of a backbone-only file that the backbone does not have (not loaded)."""
     if plan.kind != 'backbone':
         return []
-    ours = set(plan.backbone.state_dict())
-    return [k for k in state_dict if k not in ours]
+    return [k for k in state_dict if k not in plan.backbone_keys]
 
 
 _ORIGINAL = None

@@ -20,6 +20,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401
+from mmlinattn.engine import compile_with_hook  # noqa: E402
 from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
 from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.run_config import check_checkpoint  # noqa: E402
@@ -85,11 +86,7 @@ def build_cfg(args):
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
         cfg.test_cfg.fp16 = True
-    compile_cfg = cfg.pop('compile', None)  # mmengine compiles train_step only
-    if args.compile or compile_cfg:
-        compile_cfg = dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
-        cfg.custom_hooks = list(cfg.get('custom_hooks')
-                                or []) + [dict(type='CompileModelHook', **compile_cfg)]
+    compile_with_hook(cfg, args.compile)  # mmengine itself compiles train_step only
     if args.show_dir:
         hook = _visualization_hook(cfg, task)
         if task == 'mmdet':

@@ -21,6 +21,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.config import DictAction  # noqa: E402
 
 import mmlinattn  # noqa: E402,F401  (registers backbones, installs the safe checkpoint loader)
+from mmlinattn.engine import compile_with_hook  # noqa: E402
 from mmlinattn.utils.checkpoint import CheckpointError  # noqa: E402
 from mmlinattn.utils.cpu import prepare_cpu_run  # noqa: E402
 from mmlinattn.utils.run_config import check_checkpoint  # noqa: E402
@@ -90,18 +91,16 @@ def build_cfg(args):
             cfg.resume = False
         else:
             cfg.resume, cfg.load_from = True, path
+    checked = cfg.get('resume') or cfg.get('load_from')  # either one built the model on meta
     if not cfg.get('resume') and cfg.get('load_from'):
         check_checkpoint(cfg, cfg.load_from, 'load_from')
     needed = ['train_dataloader']
     if cfg.get('val_cfg') is not None:
         needed.append('val_dataloader')
     check_datasets(cfg, needed)
-    build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
-    compile_cfg = cfg.pop('compile', None)
-    if compile_cfg:  # mmlinattn.engine: the dense modules, not mmengine's whole train_step
-        compile_cfg = {} if compile_cfg is True else dict(compile_cfg)
-        cfg.custom_hooks = list(cfg.get('custom_hooks')
-                                or []) + [dict(type='CompileModelHook', **compile_cfg)]
+    if not checked:
+        build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
+    compile_with_hook(cfg)  # the dense modules, not mmengine's whole train_step
     return cfg
 
 

@@ -139,13 +139,7 @@ def _weights_of(checkpoint) -> dict:
     return {re.sub(r'^module\.', '', k): v for k, v in state.items()}
 
 
-def _describe_file(plan) -> str:
-    if plan.kind == 'backbone':
-        return f'a backbone-only {type(plan.backbone).__name__} file'
-    return 'a checkpoint'
-
-
-def check_checkpoint(cfg: Config, path: str, flag: str, whole: bool = False) -> None:
+def check_checkpoint(cfg: Config, path: str, flag: str, whole: bool = False):
     """Check, before any run starts, that ``path`` can be loaded into the model of ``cfg``.
 
     Catches what would otherwise surface as a long traceback after the config dump, or as a
@@ -165,9 +159,14 @@ def check_checkpoint(cfg: Config, path: str, flag: str, whole: bool = False) -> 
             so a backbone-only file or one for other heads is refused. Defaults to False (training:
             what the file lacks is trained).
 
+    Returns:
+        The loaded (memory-mapped) checkpoint.
+
     Raises:
         UserInputError: one line naming the file, what is wrong and the fix.
     """
+    import contextlib
+
     from ..loading import backbone_state, plan_load
     from .checkpoint import CheckpointError
     try:
@@ -179,13 +178,13 @@ def check_checkpoint(cfg: Config, path: str, flag: str, whole: bool = False) -> 
     try:
         plan = plan_load(model, state)
         if plan.kind == 'other':
-            return
+            return checkpoint
         incoming = backbone_state(plan, state)
         plan.backbone._adapt_incoming(incoming, '')
-        if plan.kind == 'backbone':  # loaded as init_cfg Pretrained loads (what it lacks: init)
-            with plan.backbone.partial_load():
-                plan.backbone.check_state_dict(incoming, source=path)
-        else:
+        # A backbone-only file loads as init_cfg Pretrained loads it: what it lacks keeps its init.
+        partial = plan.backbone.partial_load() if plan.kind == 'backbone' else \
+            contextlib.nullcontext()
+        with partial:
             plan.backbone.check_state_dict(incoming, source=path)
     except CheckpointError as err:
         raise UserInputError(f'{flag}: {path}: {err}' if path not in
@@ -194,7 +193,8 @@ def check_checkpoint(cfg: Config, path: str, flag: str, whole: bool = False) -> 
         config = cfg.filename or 'CONFIG'
         if plan.kind == 'backbone':
             raise UserInputError(
-                f'{flag}: {path} is {_describe_file(plan)}: {plan.describe_gaps()} would be '
+                f'{flag}: {path} is a backbone-only {type(plan.backbone).__name__} file: '
+                f'{plan.describe_gaps()} would be '
                 'random, so the results would mean nothing; fine-tune a whole model from it '
                 f'first: python tools/train.py {config} --cfg-options load_from={path}')
         example = (plan.mismatched or plan.missing)[0]
@@ -203,6 +203,7 @@ def check_checkpoint(cfg: Config, path: str, flag: str, whole: bool = False) -> 
             f'would stay random ({len(plan.missing)} tensor(s) missing, {len(plan.mismatched)} '
             f'of another shape, e.g. {example}); it was trained for another config. Give the '
             f'checkpoint trained with {config}')
+    return checkpoint
 
 
 #: Exceptions a model's constructor raises for a wrong config value (mmengine re-raises them with
@@ -366,7 +367,7 @@ def resume_checkpoint(cfg: Config, resume: str) -> Optional[str]:
     else:
         path, named = resume, resume
     try:
-        check_checkpoint(cfg, path, '--resume', whole=True)
+        checkpoint = check_checkpoint(cfg, path, '--resume', whole=True)
     except UserInputError as err:
         good = _intact_checkpoints(osp.dirname(path) or work_dir, skip=path)
         hint = (f'; the newest intact checkpoint there is {good}: resume from it with '
@@ -376,7 +377,6 @@ def resume_checkpoint(cfg: Config, resume: str) -> Optional[str]:
         if named != path:
             message = message.replace(path, named, 1)
         raise UserInputError(message + hint) from None
-    checkpoint = _validate_checkpoint(path)
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict) or not {'epoch', 'iter'} <= set(meta):
         raise UserInputError(

@@ -104,7 +104,8 @@ def export(args):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    if isinstance(cfg.get('model'), dict) and cfg.model.get('backbone'):
+    if args.checkpoint is None and isinstance(cfg.get('model'), dict) and cfg.model.get(
+            'backbone'):  # with a checkpoint, build_model's check builds the model on meta
         build_model_on_meta(cfg)  # a wrong model key is one line here, not a traceback later
     model, source = build_model(cfg, args.checkpoint, args.seed, whole=args.part != 'backbone')
     print(source)
