@@ -32,6 +32,14 @@ def _perturbed(backbone):
     return {k: (v + 0.5 if v.is_floating_point() else v) for k, v in backbone.items()}
 
 
+def _perturbed_backbone_file(tmp_path, whole):
+    """A backbone-only file of :func:`_perturbed` weights; returns (its weights, its path)."""
+    backbone = _perturbed(_backbone_only(tmp_path / 'unused.pth', whole))
+    path = tmp_path / 'backbone.pth'
+    save_checkpoint(str(path), backbone, meta={})
+    return backbone, path
+
+
 def test_installed_on_import():
     assert is_checked_loading_installed()
 
@@ -55,9 +63,7 @@ def test_init_model_loads_a_backbone_only_file_into_the_backbone(demo_checkpoint
                                                                  logged):
     from mmseg.apis import init_model
     config, whole = demo_checkpoints['seg']
-    backbone = _perturbed(_backbone_only(tmp_path / 'unused.pth', whole))
-    path = tmp_path / 'backbone.pth'
-    save_checkpoint(str(path), backbone, meta={})
+    backbone, path = _perturbed_backbone_file(tmp_path, whole)
     model = init_model(config, str(path), device='cpu')
     loaded = model.backbone.state_dict()
     for key, value in backbone.items():
@@ -71,9 +77,7 @@ def test_init_model_loads_a_backbone_only_file_into_the_backbone(demo_checkpoint
 def test_init_detector_loads_a_backbone_only_file_into_the_backbone(demo_checkpoints, tmp_path):
     from mmdet.apis import init_detector
     config, whole = demo_checkpoints['det']
-    backbone = _perturbed(_backbone_only(tmp_path / 'unused.pth', whole))
-    path = tmp_path / 'backbone.pth'
-    save_checkpoint(str(path), backbone, meta={})
+    backbone, path = _perturbed_backbone_file(tmp_path, whole)
     model = init_detector(config, str(path), device='cpu')
     key = 'stem.0.conv.weight' if 'stem.0.conv.weight' in backbone else sorted(backbone)[0]
     torch.testing.assert_close(model.backbone.state_dict()[key], backbone[key], rtol=0, atol=0)
@@ -158,9 +162,7 @@ def test_inferencer_loads_a_backbone_only_file_into_the_backbone(demo_checkpoint
                                                                  logged):
     from mmseg.apis import MMSegInferencer
     config, whole = demo_checkpoints['seg']
-    backbone = _perturbed(_backbone_only(tmp_path / 'unused.pth', whole))
-    path = tmp_path / 'backbone.pth'
-    save_checkpoint(str(path), backbone, meta={})
+    backbone, path = _perturbed_backbone_file(tmp_path, whole)
     inferencer = MMSegInferencer(model=config, weights=str(path), device='cpu')
     # The inferencer's visualizer is a named global instance; a later runner would reuse it.
     type(inferencer.visualizer)._instance_dict.pop(inferencer.visualizer.instance_name, None)

@@ -9,13 +9,7 @@ _base_ = ['../../../configs/upernet_ravlt_t_demo.py']
 
 embed_dims = [16, 32, 48, 64]
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='RAVLT',
-        arch=dict(embed_dims=embed_dims, depths=[2, 1, 2, 1], num_heads=[2, 2, 4, 4]),
-        drop_path_rate=0.0,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=None),
+    backbone=dict(arch=dict(embed_dims=embed_dims, depths=[2, 1, 2, 1], num_heads=[2, 2, 4, 4])),
     decode_head=dict(in_channels=embed_dims, channels=16),
     auxiliary_head=dict(in_channels=embed_dims[2], channels=16))
 

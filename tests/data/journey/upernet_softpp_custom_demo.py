@@ -4,7 +4,7 @@ backbones (``normalization='core'``, ``max_landmarks=256``, ``pinv_mode='shifted
 SOFT++ config of the README's "From official weights to a deployed model" walk-through and of
 tests/test_journey.py.
 """
-_base_ = ['../../../configs/upernet_ravlt_t_demo.py']
+_base_ = ['./upernet_ravlt_custom_demo.py']  # the same heads, schedule and hooks
 
 embed_dims = [16, 24, 32, 48]
 model = dict(
@@ -18,10 +18,5 @@ model = dict(
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
         init_cfg=None),
-    decode_head=dict(in_channels=embed_dims, channels=16),
-    auxiliary_head=dict(in_channels=embed_dims[2], channels=16))
-
-max_iters = 20
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5)]
-default_hooks = dict(checkpoint=dict(interval=max_iters))
+    decode_head=dict(in_channels=embed_dims),
+    auxiliary_head=dict(in_channels=embed_dims[2]))
